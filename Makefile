@@ -5,10 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test env export clean
+.PHONY: book test env export readme clean
 
 env: $(STAMP)
 
+# The environment is stale when the pins or the package metadata change.
 $(STAMP): constraints.txt setup.py settings.ini
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -19,13 +20,17 @@ $(STAMP): constraints.txt setup.py settings.ini
 export: $(STAMP)
 	cd nbs && ../$(BIN)/nbdev_export
 
+readme: $(STAMP)
+	$(BIN)/python tools/readme.py
+
+# nbdev_test over every notebook in nbs/ (nbs/_scratch is skipped), then pytest.
 test: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 2 --do_print
 	$(BIN)/python -m pytest tests -q -n 2 --durations=10
 
+# Jupyter Book into _build/html (notebooks executed, cached in _build/.jupyter_cache), copied to book_output/.
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --path-output _build_tmp --warningiserror --keep-going || true
 	$(BIN)/python tools/build_book.py
 
 clean:
-	rm -rf book_output _build _build_tmp
+	rm -rf book_output book_output.tmp _build

@@ -1,0 +1,58 @@
+"""Build the book: Jupyter Book 1 into _build/html, then publish the site as book_output/.
+
+    .venv/bin/python tools/build_book.py      # what `make book` runs
+
+Notebooks execute in cache mode (see _config.yml): only notebooks whose code changed re-run. Any
+warning, any failing cell or any page that loads a script from another host fails the build
+(non-zero exit); book_output/ is replaced only by a build that passed.
+"""
+import re, shutil, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT/'book_output'
+# A built page must not fetch code or styles from another host (the book is read offline): no
+# <script src> or stylesheet <link> to another host, and no CDN named anywhere in HTML/JS/CSS.
+# (`\bcdn` and not `cdn`: the theme's icon font has an icon called "keycdn".)
+EXTERNAL = re.compile(r'''<script[^>]+src=["']?(?:https?:)?//|<link[^>]+href=["']?(?:https?:)?//[^"'>]+\.(?:css|js)\b'''
+                      r'|\bcdn|jsdelivr|unpkg\.com|googleapis\.com', re.I)
+
+
+def external_refs(folder) -> list[str]:
+    "Lines of the HTML/JS/CSS files under `folder` that reference an external script host or a CDN."
+    hits = []
+    for p in sorted(Path(folder).rglob('*')):
+        if p.suffix not in ('.html', '.js', '.css') or not p.is_file(): continue
+        for i, line in enumerate(p.read_text(errors='replace').splitlines(), 1):
+            m = EXTERNAL.search(line)
+            if m: hits.append(f'{p.relative_to(folder)}:{i}: ...{line[max(0, m.start()-60):m.end()+60]}...')
+    return hits
+
+
+def build() -> int:
+    jb = Path(sys.executable).parent/'jupyter-book'
+    t0 = time.time()
+    cmd = [str(jb), 'build', str(ROOT), '--path-output', str(ROOT), '--warningiserror', '--keep-going']
+    print('$', ' '.join(cmd), flush=True)
+    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    html = ROOT/'_build'/'html'
+    if rc != 0 or not (html/'index.html').exists():
+        print(f'\nBOOK BUILD FAILED (jupyter-book exit code {rc}); book_output/ left unchanged.', file=sys.stderr)
+        return rc or 1
+    hits = external_refs(html)
+    if hits:
+        print('\nBOOK BUILD FAILED: pages reference external hosts (the book must work offline):', *hits[:20],
+              sep='\n  ', file=sys.stderr)
+        return 1
+    tmp = ROOT/'book_output.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(html, tmp)
+    shutil.rmtree(OUT, ignore_errors=True)
+    tmp.rename(OUT)
+    n = sum(1 for _ in OUT.rglob('*.html'))
+    print(f'\nbook_output/: {n} HTML pages, built in {time.time()-t0:.0f} s; open book_output/index.html')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(build())
