@@ -60,9 +60,13 @@ class PixelNet(nn.Module):
     def __init__(self, cfg: NetConfig = NATURE):
         super().__init__()
         self.cfg = cfg
-        self.fc = nn.Sequential(nn.Linear(trunk_out(cfg), cfg.hidden), nn.ReLU())
-        self.body = nn.Sequential(Scale(), conv_trunk(cfg), self.fc)
+        self.body = nn.Sequential(Scale(), conv_trunk(cfg), nn.Sequential(nn.Linear(trunk_out(cfg), cfg.hidden), nn.ReLU()))
         self.head = nn.Linear(cfg.hidden, cfg.n_actions)
+
+    @property
+    def fc(self) -> nn.Sequential:
+        "The paper's F_c layer (Linear + ReLU), the last block of `body` (each parameter is stored once)."
+        return self.body[2]
 
     def check_input(self, x):
         "Raise a clear error if `x` is not a batch of (frames, size, size) stacks."
