@@ -13,12 +13,14 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
 # %% auto #0
-__all__ = ['GAMES', 'ACTIONS', 'SCENE_FIELDS', 'ENV_IDS', 'LABEL_COLOURS', 'GameConfig', 'PongEngine', 'tick', 'render_labels',
-           'check_scene', 'set_scene', 'PongVectorEnv', 'PongEnv', 'show_games']
+__all__ = ['GAMES', 'ACTIONS', 'OPPONENT_SPEED', 'SCENE_FIELDS', 'ENV_IDS', 'LABEL_COLOURS', 'GameConfig', 'PongEngine', 'tick',
+           'render_labels', 'pixel_ids', 'object_pixels', 'check_scene', 'set_scene', 'PongVectorEnv', 'PongEnv',
+           'show_games']
 
 # %% ../nbs/01_games.ipynb #c005
 GAMES = ('pong', 'pong-2balls', 'pong-2balls-target')
 ACTIONS = ('stay', 'up', 'down')
+OPPONENT_SPEED = {'pong': 1.25, 'pong-2balls': 1.75, 'pong-2balls-target': 1.25}   # default opponent speed per variant
 
 @dataclass(frozen=True)
 class GameConfig:
@@ -32,7 +34,7 @@ class GameConfig:
     paddle_margin: int = 4             # gap between a paddle and its side edge, pixels
     ball_size: int = 2                 # ball side, pixels
     agent_speed: float = 3.0           # agent paddle speed, pixels per tick
-    opponent_speed: float = 1.25       # opponent's maximum speed, pixels per tick (its skill)
+    opponent_speed: float | None = None  # opponent's maximum speed, pixels per tick (its skill); None: OPPONENT_SPEED[game]
     ball_vx: float = 2.0               # horizontal ball speed, pixels per tick
     serve_vy: float = 1.0              # serve's vertical speed is uniform in [-serve_vy, serve_vy]
     bounce_vy: float = 2.5             # vertical speed after a hit off the paddle's edge
@@ -47,6 +49,7 @@ class GameConfig:
 
     def __post_init__(self):
         if self.game not in GAMES: raise ValueError(f'GameConfig.game: unknown variant {self.game!r}; choose from {GAMES}')
+        if self.opponent_speed is None: object.__setattr__(self, 'opponent_speed', OPPONENT_SPEED[self.game])
         for f in ('size', 'stack', 'frame_skip', 'paddle_h', 'paddle_w', 'ball_size', 'points', 'max_steps'):
             if getattr(self, f) < 1: raise ValueError(f'GameConfig.{f} must be >= 1, got {getattr(self, f)}')
         for f in ('paddle_margin', 'agent_speed', 'opponent_speed', 'serve_vy'):
@@ -95,7 +98,10 @@ class PongEngine:
         self.score = np.zeros((n, 2), dtype=np.int64)             # points of (agent, opponent) this episode
         self.steps = np.zeros(n, dtype=np.int64)
         self.labels = np.zeros((n, S, S), dtype=np.uint8)          # label image of the newest frame
-        self._rows = np.arange(n)[:, None, None]
+        self._rows, self._rows1 = np.arange(n)[:, None, None], np.arange(n)
+        self._moves = np.array([0., -cfg.agent_speed, cfg.agent_speed])   # paddle move of each action
+        self._all_scoring = bool(cfg.scoring.all())
+        self._pad_x = np.clip(np.array([self.agent_x, self.opponent_x])[:, None] + np.arange(cfg.paddle_w), 0, S - 1)[:, None, :]
         self.rng = np.random.default_rng()
 
     def serve(self, mask, split: bool = False):
@@ -117,45 +123,52 @@ class PongEngine:
         self.serve(np.repeat(mask[:, None], c.n_balls, 1), split=True)
 
 # %% ../nbs/01_games.ipynb #c010
+def _clip(x, lo, hi, out=None):
+    "np.clip without its Python overhead (same values for finite inputs)."
+    return np.minimum(np.maximum(x, lo, out=out), hi, out=out)
+
 def _opponent_target(e: PongEngine) -> np.ndarray:
     "Height the opponent's paddle top aims at, for every game."
     c = e.cfg
-    coming = (e.ball_vx < 0) & c.scoring[None, :]
-    dist = np.where(coming, e.ball_x, np.inf)
-    b = dist.argmin(1); any_coming = np.isfinite(dist.min(1))
-    ball_c = e.ball_y[np.arange(e.n), b] + c.ball_size/2
+    coming = e.ball_vx < 0
+    if not e._all_scoring: coming &= c.scoring[None, :]
+    if c.n_balls == 1: ball_c, any_coming = e.ball_y[:, 0] + c.ball_size/2, coming[:, 0]
+    else:
+        dist = np.where(coming, e.ball_x, np.inf)
+        b = dist.argmin(1); any_coming = coming.any(1)
+        ball_c = e.ball_y[e._rows1, b] + c.ball_size/2
     return np.where(any_coming, ball_c, c.size/2) - c.paddle_h/2
 
 def _bounce(e: PongEngine, hit, paddle_y, sign):
     "Return the balls where `hit`: horizontal speed away from the paddle, vertical speed by hit offset."
     c = e.cfg
     off = (e.ball_y + c.ball_size/2 - (paddle_y[:, None] + c.paddle_h/2)) / ((c.paddle_h + c.ball_size)/2)
-    e.ball_vx[hit] = sign * c.ball_vx
-    e.ball_vy[hit] = (c.bounce_vy * np.clip(off, -1, 1))[hit]
+    np.copyto(e.ball_vx, sign * c.ball_vx, where=hit)
+    np.copyto(e.ball_vy, c.bounce_vy * _clip(off, -1, 1), where=hit)
 
 def tick(e: PongEngine, action) -> tuple:
     "Advance every game one physics tick; return (agent points, opponent points, agent returns) per game."
-    c, S = e.cfg, e.cfg.size
-    e.agent_y += np.choose(action, [0., -c.agent_speed, c.agent_speed])
-    np.clip(e.agent_y, 0, S - c.paddle_h, out=e.agent_y)
-    e.opponent_y += np.clip(_opponent_target(e) - e.opponent_y, -c.opponent_speed, c.opponent_speed)
-    np.clip(e.opponent_y, 0, S - c.paddle_h, out=e.opponent_y)
+    c, S, bs = e.cfg, e.cfg.size, e.cfg.ball_size
+    e.agent_y += e._moves[action]
+    _clip(e.agent_y, 0, S - c.paddle_h, out=e.agent_y)
+    e.opponent_y += _clip(_opponent_target(e) - e.opponent_y, -c.opponent_speed, c.opponent_speed)
+    _clip(e.opponent_y, 0, S - c.paddle_h, out=e.opponent_y)
     x0 = e.ball_x.copy()
     e.ball_x += e.ball_vx; e.ball_y += e.ball_vy
-    top, bottom = e.ball_y < 0, e.ball_y > S - c.ball_size
-    e.ball_y[top] *= -1; e.ball_y[bottom] = 2*(S - c.ball_size) - e.ball_y[bottom]
-    e.ball_vy[top | bottom] *= -1
-    def overlaps(py): return (e.ball_y + c.ball_size > py[:, None]) & (e.ball_y < py[:, None] + c.paddle_h)
-    face = e.agent_x - c.ball_size                           # ball's x when touching the agent's paddle
+    top, bottom = e.ball_y < 0, e.ball_y > S - bs                  # bounce off the top and bottom edges
+    np.copyto(e.ball_y, -e.ball_y, where=top); np.copyto(e.ball_y, 2*(S - bs) - e.ball_y, where=bottom)
+    np.copyto(e.ball_vy, -e.ball_vy, where=top | bottom)
+    def overlaps(py): return (e.ball_y + bs > py[:, None]) & (e.ball_y < py[:, None] + c.paddle_h)
+    face = e.agent_x - bs                                          # ball's x when touching the agent's paddle
     hit_a = (e.ball_vx > 0) & (x0 <= face) & (e.ball_x > face) & overlaps(e.agent_y)
-    e.ball_x[hit_a] = face; _bounce(e, hit_a, e.agent_y, -1)
+    if hit_a.any(): np.copyto(e.ball_x, face, where=hit_a); _bounce(e, hit_a, e.agent_y, -1)
     face_o = e.opponent_x + c.paddle_w
     hit_o = (e.ball_vx < 0) & (x0 >= face_o) & (e.ball_x < face_o) & overlaps(e.opponent_y)
-    e.ball_x[hit_o] = face_o; _bounce(e, hit_o, e.opponent_y, 1)
-    won, lost = e.ball_x + c.ball_size < 0, e.ball_x > S
+    if hit_o.any(): np.copyto(e.ball_x, face_o, where=hit_o); _bounce(e, hit_o, e.opponent_y, 1)
+    won, lost = e.ball_x + bs < 0, e.ball_x > S
     e.serve(won | lost)
-    sc = c.scoring[None, :]
-    return (won & sc).sum(1), (lost & sc).sum(1), (hit_a & sc).sum(1)
+    if not e._all_scoring: sc = c.scoring[None, :]; won &= sc; lost &= sc; hit_a &= sc
+    return won.sum(1), lost.sum(1), hit_a.sum(1)
 
 # %% ../nbs/01_games.ipynb #c012
 def _rect_index(e: PongEngine, top, left, h, w):
@@ -176,6 +189,24 @@ def render_labels(e: PongEngine, out=None) -> np.ndarray:
     return out
 
 # %% ../nbs/01_games.ipynb #c015
+def pixel_ids(cfg: GameConfig) -> np.ndarray:
+    "The label id of each of the P object pixels listed by `object_pixels`, in drawing order."
+    pad, ball = cfg.paddle_h * cfg.paddle_w, cfg.ball_size ** 2
+    return np.repeat(np.arange(1, 3 + cfg.n_balls, dtype=np.uint8), [pad, pad] + [ball] * cfg.n_balls)
+
+def object_pixels(e: PongEngine, rows=None, ball_x=None, ball_y=None) -> np.ndarray:
+    "Flat offsets (n, P) of the objects' pixels of games `rows` (default: all), balls optionally placed at `ball_x`, `ball_y`."
+    c, S = e.cfg, e.cfg.size
+    sel = (lambda a: a) if rows is None else (lambda a: a[rows])
+    bx, by = sel(e.ball_x) if ball_x is None else ball_x, sel(e.ball_y) if ball_y is None else ball_y
+    pad_y = np.rint(np.stack([sel(e.agent_y), sel(e.opponent_y)], 1)).astype(np.intp)           # (n, 2)
+    pad = np.clip(pad_y[:, :, None] + np.arange(c.paddle_h), 0, S - 1)[..., None] * S + e._pad_x   # (n, 2, h, w)
+    ys = np.clip(np.rint(by).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, S - 1)     # (n, B, bs)
+    xs = np.clip(np.rint(bx).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, S - 1)
+    balls = ys[..., :, None] * S + xs[..., None, :]                                              # (n, B, bs, bs)
+    return np.concatenate([pad.reshape(len(pad), -1), balls.reshape(len(pad), -1)], 1)
+
+# %% ../nbs/01_games.ipynb #c018
 SCENE_FIELDS = ('agent_y', 'opponent_y', 'ball_x', 'ball_y', 'ball_vx', 'ball_vy')
 
 def check_scene(cfg: GameConfig, scene: dict):
@@ -201,7 +232,7 @@ def set_scene(e: PongEngine, **scene):
     for k, v in scene.items():
         a = getattr(e, k); a[...] = np.broadcast_to(np.asarray(v, dtype=float), a.shape)
 
-# %% ../nbs/01_games.ipynb #c018
+# %% ../nbs/01_games.ipynb #c021
 class PongVectorEnv(VectorEnv):
     """N Pong games of one variant, stepped together.
 
@@ -234,21 +265,39 @@ class PongVectorEnv(VectorEnv):
         self._rew = np.zeros(self.num_envs, np.float32)
         self._ret = np.zeros(self.num_envs, np.float64)
         self._term = np.zeros(self.num_envs, bool); self._trunc = np.zeros(self.num_envs, bool)
+        self._final = np.zeros_like(self._obs)                     # info['final_obs'] (rows of ended games)
+        # fast drawing: flat pixel offsets of the objects in each stacked frame and in the label image
+        ids, N, F = pixel_ids(c), self.num_envs, c.size * c.size
+        self._hist = np.zeros((N, c.stack, len(ids)), np.intp); self._lab_pix = np.zeros((N, len(ids)), np.intp)
+        self._obase = (np.arange(N * c.stack, dtype=np.intp) * F).reshape(N, c.stack, 1)
+        self._lbase = (np.arange(N, dtype=np.intp) * F)[:, None]
+        self._ogrey = np.ascontiguousarray(np.broadcast_to(c.greys[ids], self._hist.shape))
+        self._lid = np.ascontiguousarray(np.broadcast_to(ids, self._lab_pix.shape))
+        self._oflat, self._lflat = self._obs.reshape(-1), self.engine.labels.reshape(-1)
 
-    def _frame(self): return self.cfg.greys[render_labels(self.engine)]
+    def _draw(self, pix):
+        "Shift the stack one frame and draw the newest (objects at `pix`) and its labels: only object pixels are written."
+        of, bg = self._oflat, self.cfg.grey_background
+        of[self._obase + self._hist] = bg                           # erase every stacked frame's objects
+        self._hist[:, :-1] = self._hist[:, 1:]; self._hist[:, -1] = pix
+        of[self._obase + self._hist] = self._ogrey                  # draw the shifted frames
+        self._lflat[self._lbase + self._lab_pix] = 0
+        self._lflat[self._lbase + pix] = self._lid; self._lab_pix[...] = pix
 
     def _restack(self, mask):
         "Fill the whole stack of games `mask` with frames drawn back in time along the balls' velocities."
         e, c = self.engine, self.cfg
-        if not mask.any(): return
-        saved = [a.copy() for a in (e.ball_x, e.ball_y)]
-        S, bs = c.size, c.ball_size
+        idx = np.flatnonzero(mask)
+        if not idx.size: return
+        S, bs, n = c.size, c.ball_size, len(idx)
+        x, y, vx, vy = e.ball_x[idx], e.ball_y[idx], e.ball_vx[idx], e.ball_vy[idx]
         for k in range(c.stack):
             back = (c.stack - 1 - k) * c.frame_skip
-            e.ball_x[:] = np.clip(saved[0] - back*e.ball_vx, 0, S - bs); e.ball_y[:] = np.clip(saved[1] - back*e.ball_vy, 0, S - bs)
-            self._obs[mask, k] = self._frame()[mask]
-        e.ball_x[:], e.ball_y[:] = saved
-        render_labels(e)
+            self._hist[idx, k] = object_pixels(e, idx, np.clip(x - back*vx, 0, S - bs), np.clip(y - back*vy, 0, S - bs))
+        self._obs[idx] = c.grey_background
+        self._oflat[self._obase[idx] + self._hist[idx]] = self._ogrey[:n]
+        pix = object_pixels(e, idx)
+        e.labels[idx] = 0; self._lflat[self._lbase[idx] + pix] = self._lid[:n]; self._lab_pix[idx] = pix
 
     def reset(self, *, seed=None, options=None):
         "Start every game anew; `options={'scene': {...}}` then sets the scene (see `set_scene`)."
@@ -278,17 +327,16 @@ class PongVectorEnv(VectorEnv):
         e.score[:, 0] += won; e.score[:, 1] += lost; e.steps += 1; self._ret += self._rew
         np.greater_equal(e.score.max(1), c.points, out=self._term)
         np.logical_and(~self._term, e.steps >= c.max_steps, out=self._trunc)
-        self._obs[:, :-1] = self._obs[:, 1:]
-        self._obs[:, -1] = self._frame()
+        self._draw(object_pixels(e))
         info = {'labels': e.labels, 'won': won, 'lost': lost}
         done = self._term | self._trunc
         if done.any():
             info['episode'] = {'r': self._ret.copy(), 'l': e.steps.copy(), 'won': e.score[:, 0].copy(), 'lost': e.score[:, 1].copy()}
             info['_episode'] = done.copy()
-            info['final_obs'] = self._obs.copy(); info['_final_obs'] = done.copy()
+            self._final[done] = self._obs[done]
+            info['final_obs'] = self._final; info['_final_obs'] = done.copy()
             e.reset_games(done); self._ret[done] = 0
             self._restack(done)
-            info['labels'] = e.labels
         return self._obs, self._rew, self._term, self._trunc, info
 
     def render(self):
@@ -296,7 +344,7 @@ class PongVectorEnv(VectorEnv):
         f = self._obs[:, -1]
         return np.repeat(f[..., None], 3, -1)
 
-# %% ../nbs/01_games.ipynb #c023
+# %% ../nbs/01_games.ipynb #c026
 class PongEnv(gym.Env):
     "One Pong game (see `PongVectorEnv` for the spec); `info['labels']` is the label image of the newest frame."
     metadata = {'render_modes': ['rgb_array'], 'render_fps': 30}
@@ -329,7 +377,7 @@ for _g, _id in ENV_IDS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=PongEnv, kwargs={'game': _g}, vector_entry_point=PongVectorEnv, max_episode_steps=None)
 
-# %% ../nbs/01_games.ipynb #c026
+# %% ../nbs/01_games.ipynb #c029
 LABEL_COLOURS = np.array([[30, 30, 30], [92, 186, 92], [213, 130, 74], [236, 236, 236], [80, 140, 240]], np.uint8)
 
 def show_games(seed: int = 0, steps: int = 30):
