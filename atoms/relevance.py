@@ -123,31 +123,32 @@ def zplus_forward(net: PixelNet, obs, stabilizer: float = 1e-6) -> tuple[list, t
     return recs, h
 
 @torch.no_grad()
-def zplus_backward(recs: list, R: torch.Tensor) -> torch.Tensor:
-    "Push relevance `R` (X, J, *layer output) down through `recs`; returns (X, J, *input of recs[0])."
-    X, J = R.shape[:2]
+def zplus_backward(recs: list, R: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    "Push relevance rows `R` (N, *layer output) of frames `index` (N,) down through `recs`: (N, *input of recs[0])."
     for kind, m, a, den, w in reversed(recs):
-        if kind == 'flatten': R = R.reshape(X, J, *a[1:]); continue
-        s = (R / den.unsqueeze(1)).flatten(0, 1)
+        if kind == 'flatten': R = R.reshape(len(R), *a[1:]); continue
+        s = R / (den if kind == 'flat' else den[index])
         if kind == 'flat':
-            in_shape = a
-            if isinstance(m, nn.Conv2d) and m.groups == 1: c = _lin_t(m, s.sum(1, keepdim=True), w[:1], in_shape)
-            else: c = _lin_t(m, s, w, in_shape)
-            R = c.reshape(X, J, *c.shape[1:]).expand(X, J, *in_shape[1:])
-        else:
-            c = _lin_t(m, s, w, a.shape)
-            R = a.unsqueeze(1) * c.reshape(X, J, *c.shape[1:])
+            if isinstance(m, nn.Conv2d) and m.groups == 1: c = _lin_t(m, s.sum(1, keepdim=True), w[:1], a)   # all-ones weights: sum first
+            else: c = _lin_t(m, s, w, a)
+            R = c.expand(len(R), *a[1:])
+        else: R = a[index] * _lin_t(m, s, w, a.shape)
     return R
 
 def fast_neuron_relevance(recs: list, out: torch.Tensor, seed: str = 'output') -> torch.Tensor:
     "Pass 1 on the fast path: R_k(x) (X, K) from the head's record."
-    return zplus_backward(recs[-1:], _output_seed(out, seed).unsqueeze(1))[:, 0]
+    return zplus_backward(recs[-1:], _output_seed(out, seed), torch.arange(len(out)))
 
-def fast_pixel_relevance(recs: list, neurons, K: int) -> torch.Tensor:
+def fast_pixel_relevance(recs: list, neurons, batch: int = 256) -> torch.Tensor:
     "Pass 2 on the fast path: maps (X, J, *S) of F_c neurons `neurons` (X, J) (-1 = padding, gives zeros)."
     neurons = torch.as_tensor(neurons)
-    seeds = F.one_hot(neurons.clamp(min=0), K).float() * (neurons >= 0).unsqueeze(-1)
-    return zplus_backward(recs[:-1], seeds)
+    K, in_shape = recs[-1][1].in_features, recs[0][2]
+    out = torch.zeros(*neurons.shape, *in_shape[1:])
+    fr, col = torch.nonzero(neurons >= 0, as_tuple=True)                  # only the (frame, neuron) pairs of S
+    for a in range(0, len(fr), batch):
+        f, c = fr[a:a+batch], col[a:a+batch]
+        out[f, c] = zplus_backward(recs[:-1], F.one_hot(neurons[f, c], K).float(), f)
+    return out
 
 # %% ../nbs/04_relevance.ipynb #c014
 def _targets(net: PixelNet, mode: str):
@@ -233,10 +234,9 @@ def explain(net: PixelNet, obs, method: str = 'lrp', composite='zplus_flat', mod
         neurons, nr = out.argmax(1, keepdim=True), torch.ones(X, 1)
     if method == 'lrp':
         if mode == 'action':
-            seeds = _output_seed(out, 'action').unsqueeze(1)
-            pr = zplus_backward(recs, seeds) if fast else _zennit_action(net, obs, composite, seeds[:, 0])
-        elif fast: pr = torch.cat([fast_pixel_relevance(_slice(recs, a, a + max(1, batch // neurons.shape[1])), n, r.shape[1])
-                                   for a, n in _chunks(neurons, max(1, batch // neurons.shape[1]))])
+            seeds = _output_seed(out, 'action')
+            pr = zplus_backward(recs, seeds, torch.arange(X)).unsqueeze(1) if fast else _zennit_action(net, obs, composite, seeds)
+        elif fast: pr = fast_pixel_relevance(recs, neurons, batch)
         else: pr = zennit_pixel_relevance(net, obs, neurons, composite, batch)
     elif method == 'occlusion': pr = occlusion_maps(net, obs, neurons, mode, batch=batch, **method_kw)
     else:
@@ -245,14 +245,6 @@ def explain(net: PixelNet, obs, method: str = 'lrp', composite='zplus_flat', mod
         pr = gradient_maps(net, obs, neurons, mode, batch=batch, **kw)
     if mode == 'action': neurons = torch.full_like(neurons, -1)
     return Explanation(nr.float(), pr.float(), neurons, out)
-
-def _chunks(neurons, n):
-    "(start, rows) of `neurons` in chunks of `n` frames."
-    return [(a, neurons[a:a+n]) for a in range(0, len(neurons), n)]
-
-def _slice(recs, a, b):
-    "Records of frames a:b (per-frame tensors sliced, shared ones kept)."
-    return [(k, m, (t[a:b] if isinstance(t, torch.Tensor) else t), (d[a:b] if k == 'zplus' else d), w) for k, m, t, d, w in recs]
 
 def _zennit_action(net, obs, composite, seeds):
     "Single-pass LRP of the decision output seeded with `seeds` (X, A), through zennit: (X, 1, *S)."

@@ -74,7 +74,7 @@ def test_zplus_matches_dense_reference(seed):
     np.testing.assert_allclose(zennit_pixel_relevance(net, x, all_k)[0].numpy(), maps, rtol=1e-4, atol=1e-7)
     recs, out = zplus_forward(net, x)
     np.testing.assert_allclose(fast_neuron_relevance(recs, out)[0].numpy(), R_k, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(fast_pixel_relevance(recs, all_k, TINY.hidden)[0].numpy(), maps, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(fast_pixel_relevance(recs, all_k, batch=4)[0].numpy(), maps, rtol=1e-4, atol=1e-7)
 
 
 def test_conservation_without_bias():
@@ -115,6 +115,9 @@ def test_fast_equals_zennit_on_nature_net():
     torch.testing.assert_close(a.neuron_relevance, b.neuron_relevance, rtol=1e-4, atol=1e-6)
     assert torch.equal(a.neurons, b.neurons)
     torch.testing.assert_close(a.pixel_relevance, b.pixel_relevance, rtol=1e-3, atol=1e-6 * float(b.pixel_relevance.abs().max()))
+    a, b = explain(net, x, mode='action', backend='fast'), explain(net, x, mode='action', backend='zennit')
+    torch.testing.assert_close(a.pixel_relevance, b.pixel_relevance, rtol=1e-3, atol=1e-6 * float(b.pixel_relevance.abs().max()))
+    np.testing.assert_allclose(a.pixel_relevance.sum((1, 2, 3, 4)), a.output.max(1).values, rtol=1e-3)   # conservation
 
 
 def test_shapes_and_other_methods():

@@ -1,0 +1,98 @@
+"""Benchmark the ATOM sweep: two-pass LRP + ATOMs of one checkpoint of the NATURE net on 150 frames, extrapolated
+to a run of 100 checkpoints (goal <= 5 min), and the cost of our LRP per frame·neuron relative to a plain autograd
+backward of the same seeds through the same network (goal <= 1.5x).
+
+    .venv/bin/python benchmarks/atoms_sweep.py [--frames 150] [--checkpoints 100] [--repeats 3] [--threads 2]
+
+Random initialisation (no trained agent needed); frames are `synthetic_frames` (two paddles and a ball).
+Every figure is the median of `--repeats` runs. The machine's load is printed: timings under contention are noisy.
+"""
+import argparse, os, statistics, time
+
+import torch
+import torch.nn.functional as F
+
+from atoms.nets import NATURE, make_net
+from atoms.relevance import (checkpoint_atoms, synthetic_frames, zplus_forward, fast_neuron_relevance,
+                             fast_pixel_relevance, zennit_pixel_relevance, _selected)
+
+
+def median_time(fn, repeats):
+    "Median wall time of `repeats` calls of `fn` (after one untimed warm-up call)."
+    fn(); ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def plain_repeated(net, x, neurons, batch):
+    "Plain autograd: forward + backward of each (frame, neuron) seed, rows of repeated frames, into the same output."
+    out = torch.zeros(*neurons.shape, *x.shape[1:])
+    fr, col = torch.nonzero(neurons >= 0, as_tuple=True)
+    for a in range(0, len(fr), batch):
+        f, c = fr[a:a+batch], col[a:a+batch]
+        xin = x[f].requires_grad_()
+        act = net.body(xin)
+        g, = torch.autograd.grad(act, xin, grad_outputs=F.one_hot(neurons[f, c], act.shape[1]).to(act))
+        out[f, c] = g
+    return out
+
+
+def plain_batched_grads(net, x, neurons, per_call):
+    "Plain autograd, backward only: one forward of the X frames, then the seeds as batched grad_outputs (vmap)."
+    xin = x.requires_grad_()
+    act = net.body(xin)
+    K, J = act.shape[1], neurons.shape[1]
+    seeds = (F.one_hot(neurons.clamp(min=0), K).float() * (neurons >= 0).unsqueeze(-1)).transpose(0, 1)   # (J, X, K)
+    out = []
+    for a in range(0, J, per_call):
+        g, = torch.autograd.grad(act, xin, grad_outputs=seeds[a:a+per_call], retain_graph=True, is_grads_batched=True)
+        out.append(g)
+    return torch.cat(out).transpose(0, 1)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--frames', type=int, default=150)
+    p.add_argument('--checkpoints', type=int, default=100)
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--seed', default='output', help="pass-1 seed: 'output' (the paper), 'softmax' or 'action'")
+    p.add_argument('--batch', type=int, default=256, help='rows (frame x neuron pairs) per backward')
+    p.add_argument('--zennit-frames', type=int, default=10, help='frames for the (slow) zennit comparison')
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    net = make_net('actor_critic', NATURE).eval()
+    obs, labels, objects = synthetic_frames(a.frames)
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} '
+          f'on {os.cpu_count()} cores; NATURE actor-critic (random init), {a.frames} frames, pass-1 seed {a.seed!r}')
+
+    recs, out = zplus_forward(net, obs)
+    neurons = _selected(fast_neuron_relevance(recs, out, a.seed), 0.9)
+    n_pairs = int((neurons >= 0).sum())
+    print(f'|S(x)|: mean {n_pairs / a.frames:.1f}, max {neurons.shape[1]} of {net.cfg.hidden} F_c neurons -> {n_pairs} frame·neuron pairs')
+
+    t_ckpt = median_time(lambda: checkpoint_atoms(net, obs, labels, objects, step=0, seed=a.seed, batch=a.batch), a.repeats)
+    sweep = t_ckpt * a.checkpoints
+    print(f'one checkpoint (two-pass LRP + all ATOMs): {t_ckpt:.2f} s -> {a.checkpoints} checkpoints: '
+          f'{sweep / 60:.1f} min (goal <= 5 min: {"met" if sweep <= 300 else "NOT met"})')
+
+    ours = median_time(lambda: fast_pixel_relevance(zplus_forward(net, obs)[0], neurons, a.batch), a.repeats)
+    plain = median_time(lambda: plain_repeated(net, obs.float(), neurons, a.batch), a.repeats)
+    us = lambda t: f'{1e6 * t / n_pairs:.0f} µs'
+    print(f'pass 2 per frame·neuron: ours (fast z⁺, incl. its forward) {us(ours)}; '
+          f'plain autograd forward+backward of the same seeds {us(plain)} -> ratio {ours / plain:.2f}x (goal <= 1.5x)')
+    try:
+        bwd = median_time(lambda: plain_batched_grads(net, obs.float(), neurons, max(1, a.batch // a.frames)), a.repeats)
+        print(f'  plain autograd backward only (one forward, seeds via is_grads_batched, padded to Kmax) {us(bwd)} '
+              f'-> ratio {ours / bwd:.2f}x')
+    except Exception as e: print(f'  plain backward-only baseline failed: {type(e).__name__}: {e}')
+    sub = neurons[:a.zennit_frames]; n_sub = int((sub >= 0).sum())
+    z = median_time(lambda: zennit_pixel_relevance(net, obs[:a.zennit_frames], sub, batch=a.batch), max(1, a.repeats))
+    print(f'  zennit hooks (ZPlusFlat, same seeds, {a.zennit_frames} frames): {1e6 * z / n_sub:.0f} µs per frame·neuron '
+          f'-> {z / n_sub / (plain / n_pairs):.2f}x plain')
+
+
+if __name__ == '__main__':
+    main()
