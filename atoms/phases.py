@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['SCORE', 'MODELS', 'trajectory', 'log_schedule', 'synthetic_trajectory', 'noise_scale', 'standardise', 'CostTrend',
-           'best_split_gain', 'null_penalty', 'bic_penalty', 'Phases', 'check_trajectory', 'detect_phases', 'rise_step',
-           'paddle_rise', 'score_rise', 'RiseLags', 'rise_lag', 'rise_lags', 'BoundaryConsistency',
-           'boundary_consistency', 'plot_trajectory']
+__all__ = ['SCORE', 'MODELS', 'trajectory', 'log_schedule', 'power_schedule', 'synthetic_trajectory', 'load_trajectory',
+           'noise_scale', 'standardise', 'CostTrend', 'best_split_gain', 'null_penalty', 'bic_penalty', 'Phases',
+           'check_trajectory', 'detect_phases', 'rise_step', 'paddle_rise', 'score_rise', 'RiseLags', 'rise_lag',
+           'rise_lags', 'BoundaryConsistency', 'boundary_consistency', 'plot_trajectory']
 
 # %% ../nbs/06_phases.ipynb #c005
 SCORE = 'score'   # name of the score column in a trajectory
@@ -66,9 +66,13 @@ def log_schedule(first: float = 1e3, last: float = 1e7, n: int = 80) -> np.ndarr
     "Log-spaced checkpoint steps (int64, strictly increasing)."
     return np.unique(np.round(np.geomspace(first, last, n)).astype('int64'))
 
+def power_schedule(total: float = 1e7, n: int = 100, power: float = 2.0) -> np.ndarray:
+    "Checkpoint steps at (k/(n-1))**power of `total`, k = 0 … n-1 (the *Agents* schedule), int64, distinct."
+    return np.unique(np.round(total*(np.arange(n)/(n - 1))**power).astype('int64'))
+
 def _logistic(steps, mid, width):
-    "Logistic in log10 step around `mid`, `width` decades wide (a hard step when `width` is 0)."
-    u = np.log10(steps) - np.log10(mid)
+    "Logistic in log10 step around `mid`, `width` decades wide (a hard step when `width` is 0); step 0 counts as 1."
+    u = np.log10(np.maximum(np.asarray(steps, float), 1)) - np.log10(mid)
     if width <= 0: return (u >= 0).astype(float)
     return 1/(1 + np.exp(-u/width))
 
@@ -96,6 +100,18 @@ def synthetic_trajectory(breaks=(2e4, 3e5),            # env steps where the pha
     return df
 
 # %% ../nbs/06_phases.ipynb #c013
+def load_trajectory(run,                              # a run folder
+                    metric: str = 'hierarchical_norm', method: str = 'lrp_two_pass',
+                    atoms_file: str = 'atoms.parquet', log_file: str = 'log.parquet', **kw) -> pd.DataFrame:
+    "`trajectory` of the run in folder `run`, from its ATOM table and training log."
+    from pathlib import Path
+    from atoms.core import load_table
+    run = Path(run)
+    tr = trajectory(load_table(run/atoms_file), load_table(run/log_file), metric, method, **kw)
+    tr.attrs['run'] = str(run)
+    return tr
+
+# %% ../nbs/06_phases.ipynb #c016
 def noise_scale(x: np.ndarray,        # (n, d) trajectory values
                 floor: float = 0.05,  # lowest scale, as a fraction of each column's range
                ) -> np.ndarray:
@@ -111,7 +127,7 @@ def standardise(x: np.ndarray, floor: float = 0.05) -> np.ndarray:
     x = np.asarray(x, float); x = x[:, None] if x.ndim == 1 else x
     return (x - np.median(x, axis=0))/noise_scale(x, floor)
 
-# %% ../nbs/06_phases.ipynb #c016
+# %% ../nbs/06_phases.ipynb #c019
 from ruptures.base import BaseCost
 
 class CostTrend(BaseCost):
@@ -133,7 +149,7 @@ class CostTrend(BaseCost):
         sxx, sxy, syy = Stt - St**2/n, Sty - St*Sy/n, Syy - Sy**2/n
         return float(np.clip(syy - sxy**2/np.where(sxx > 0, sxx, np.inf), 0, None).sum())
 
-# %% ../nbs/06_phases.ipynb #c019
+# %% ../nbs/06_phases.ipynb #c022
 MODELS = ('l2', 'l1', 'rbf', 'trend')   # cost models detect_phases accepts
 
 def _cost(model):
@@ -162,7 +178,7 @@ def bic_penalty(model: str, n: int, d: int) -> float:
     if k is None: raise ValueError(f"penalty='bic' is defined for models 'l2' and 'trend', not {model!r}")
     return k*np.log(n)
 
-# %% ../nbs/06_phases.ipynb #c022
+# %% ../nbs/06_phases.ipynb #c025
 @dataclass
 class Phases:
     "Phases of one trajectory: boundaries in env steps, and one row per phase."
@@ -177,7 +193,7 @@ class Phases:
     @property
     def n_phases(self) -> int: return len(self.boundaries) + 1
 
-# %% ../nbs/06_phases.ipynb #c023
+# %% ../nbs/06_phases.ipynb #c026
 def check_trajectory(traj: pd.DataFrame, objects=None, min_n: int = 2) -> list:
     "Validate a trajectory; return the object columns to use (default: every column but `score`)."
     if not isinstance(traj, pd.DataFrame): raise ValueError(f'a trajectory must be a pandas DataFrame, got {type(traj).__name__}')
@@ -193,7 +209,7 @@ def check_trajectory(traj: pd.DataFrame, objects=None, min_n: int = 2) -> list:
     if bad: raise ValueError(f'trajectory has NaN or infinite values in {bad}')
     return objs
 
-# %% ../nbs/06_phases.ipynb #c024
+# %% ../nbs/06_phases.ipynb #c027
 def detect_phases(traj: pd.DataFrame,             # a trajectory (see `trajectory`)
                   objects: list | None = None,    # columns to segment (default: all but `score`)
                   model: str = 'rbf',             # segment cost: 'rbf', 'l2', 'l1' or 'trend'
@@ -227,7 +243,7 @@ def _phases(traj, objs, idx, model, pen, crit) -> Phases:
             for k, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
     return Phases([int(st[i]) for i in idx], idx, pd.DataFrame(rows), model, pen, crit, objs)
 
-# %% ../nbs/06_phases.ipynb #c030
+# %% ../nbs/06_phases.ipynb #c033
 def rise_step(traj: pd.DataFrame,          # a trajectory
               column: str,                 # the column whose rise to locate
               frac: float = 0.5,           # fraction of the way from the initial to the final level
@@ -259,7 +275,7 @@ def score_rise(traj, frac: float = 0.5, **kw) -> float:
     "Env step of the score's marked rise (see `rise_step`)."
     return rise_step(traj, SCORE, frac, **kw)
 
-# %% ../nbs/06_phases.ipynb #c034
+# %% ../nbs/06_phases.ipynb #c037
 @dataclass
 class RiseLags:
     "Paddle and score rises per run, and their summary over runs."
@@ -298,7 +314,7 @@ def rise_lags(trajs: list, names: list | None = None, confidence: float = 0.95, 
     summary['n'] = summary['n'].astype(int)
     return RiseLags(runs, summary)
 
-# %% ../nbs/06_phases.ipynb #c038
+# %% ../nbs/06_phases.ipynb #c041
 @dataclass
 class BoundaryConsistency:
     "Agreement of phase boundaries between runs."
@@ -342,7 +358,7 @@ def boundary_consistency(boundaries: list,            # per run: a list of bound
     pairs = pd.DataFrame(rows)
     return BoundaryConsistency(pairs, float(pairs.distance.mean()), float(pairs.f1.mean()))
 
-# %% ../nbs/06_phases.ipynb #c041
+# %% ../nbs/06_phases.ipynb #c044
 def plot_trajectory(traj: pd.DataFrame, phases: Phases | None = None, objects: list | None = None,
                     rises: bool = True, title: str = '', width: int = 520):
     "Altair figure: object attentions (log-step x axis) with phase boundaries, over the score curve."

@@ -1,7 +1,8 @@
 "Phases: change points recovered on synthetic trajectories, no phase invented on flat ones, rises, bad input."
 import numpy as np, pandas as pd, pytest
 from atoms.phases import (SCORE, CostTrend, boundary_consistency, detect_phases, log_schedule, paddle_rise, rise_lags,
-                          rise_step, score_rise, synthetic_trajectory, trajectory, _logistic)
+                          rise_step, score_rise, synthetic_trajectory, trajectory, _logistic,
+                          load_trajectory, power_schedule)
 
 LEVELS3 = {'ball': [0.2, 0.5, 0.5, 0.3], 'agent_paddle': [0.1, 0.1, 0.3, 0.4], 'opponent_paddle': [0.4, 0.2, 0.1, 0.1]}
 
@@ -64,6 +65,28 @@ def test_three_change_points_recovered(model, seed):
     ph = detect_phases(tr, model=model)
     assert len(ph.boundaries) == 3, ph.boundaries
     np.testing.assert_allclose(np.log10(ph.boundaries), np.log10(breaks), atol=0.1)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_change_points_on_the_training_schedule(seed):
+    st = power_schedule(5e6, 100)                         # from step 0, index ∝ √step
+    breaks = (1e5, 1.5e6)
+    tr = synthetic_trajectory(breaks=breaks, steps=st, width=0.03, seed=seed)
+    ph = detect_phases(tr)
+    assert len(ph.boundaries) == 2
+    for b, t in zip(ph.boundaries, breaks):               # within one checkpoint of the truth
+        i = np.searchsorted(st, t)
+        assert st[i - 1] <= b <= st[i + 1]
+    assert rise_step(tr, SCORE) > 0 and paddle_rise(tr) > 0
+
+
+def test_load_trajectory(tmp_path):
+    from atoms.core import ArtifactError, save_table
+    syn = synthetic_trajectory(seed=2)
+    at, lg = tidy(syn)
+    save_table(at, tmp_path/'atoms.parquet'); save_table(lg, tmp_path/'log.parquet')
+    np.testing.assert_allclose(load_trajectory(tmp_path)[syn.columns].to_numpy(), syn.to_numpy())
+    with pytest.raises(ArtifactError, match='file not found'): load_trajectory(tmp_path/'missing')
 
 
 def test_boundary_is_first_checkpoint_of_new_phase():
