@@ -289,7 +289,11 @@ def test_built_demo_chapter_has_static_chart_and_local_math():
     page = (BOOK/'nbs'/'paper'/'00_demo.html').read_text()
     fig = page[page.index('id="fig-params"'):]
     svg = BOOK/'nbs'/'paper'/re.search(r'<img[^>]+src="([^"]+\.svg)"', fig)[1]
-    assert 'role-mark' in svg.read_text()                        # the altair chart, drawn by vl-convert
+    points = [(dict(kv.split(': ', 1) for kv in label.split('; ')), float(x)) for label, x in
+              re.findall(r'<path aria-label="([^"]+)" role="graphics-symbol"[^>]*translate\(([-\d.]+),', svg.read_text())]
+    marks = {d['layer']: x for d, x in points if d.get('net') == 'nature'}
+    assert len(marks) == 6                                       # one drawn point per layer of the paper's net
+    assert marks['F_c'] > marks['conv3'] > marks['value']        # placed by their parameter counts (log x axis)
     assert 'vega-embed' not in page and 'vegaEmbed' not in page  # not the CDN-loading HTML renderer
     assert '_static/mathjax/startup.js' in page
     assert (BOOK/'_static'/'mathjax'/'startup.js').is_file()
