@@ -11,8 +11,8 @@ import numpy as np, pandas as pd
 # %% auto #0
 __all__ = ['SCORE', 'MODELS', 'trajectory', 'log_schedule', 'power_schedule', 'synthetic_trajectory', 'load_trajectory',
            'noise_scale', 'standardise', 'CostTrend', 'best_split_gain', 'null_penalty', 'bic_penalty', 'Phases',
-           'check_trajectory', 'detect_phases', 'rise_step', 'paddle_rise', 'score_rise', 'RiseLags', 'rise_lag',
-           'rise_lags', 'BoundaryConsistency', 'boundary_consistency', 'plot_trajectory']
+           'check_trajectory', 'detect_phases', 'phase_costs', 'rise_step', 'paddle_rise', 'score_rise', 'RiseLags',
+           'rise_lag', 'rise_lags', 'BoundaryConsistency', 'boundary_consistency', 'plot_trajectory']
 
 # %% ../nbs/06_phases.ipynb #c005
 SCORE = 'score'   # name of the score column in a trajectory
@@ -209,7 +209,7 @@ def check_trajectory(traj: pd.DataFrame, objects=None, min_n: int = 2) -> list:
     if bad: raise ValueError(f'trajectory has NaN or infinite values in {bad}')
     return objs
 
-# %% ../nbs/06_phases.ipynb #c027
+# %% ../nbs/06_phases.ipynb #c028
 def detect_phases(traj: pd.DataFrame,             # a trajectory (see `trajectory`)
                   objects: list | None = None,    # columns to segment (default: all but `score`)
                   model: str = 'rbf',             # segment cost: 'rbf', 'l2', 'l1' or 'trend'
@@ -228,13 +228,17 @@ def detect_phases(traj: pd.DataFrame,             # a trajectory (see `trajector
         if not 0 <= n_bkps <= n//min_size - 1: raise ValueError(f'n_bkps={n_bkps} impossible with {n} checkpoints and min_size={min_size}')
         bk, pen, crit = rpt.Dynp(**kw).fit(z).predict(n_bkps=n_bkps) if n_bkps else [n], float('nan'), f'n_bkps={n_bkps}'
     else:
-        if isinstance(penalty, str):
-            if penalty == 'null': pen, crit = null_penalty(model, n, d, min_size, floor, q), f'null q={q}'
-            elif penalty == 'bic': pen, crit = bic_penalty(model, n, d), 'bic'
-            else: raise ValueError(f"penalty must be 'null', 'bic' or a number, got {penalty!r}")
-        else: pen, crit = float(penalty), 'fixed'
+        pen, crit = _penalty(penalty, model, n, d, min_size, floor, q)
         bk = rpt.Pelt(**kw).fit(z).predict(pen=pen)
     return _phases(traj, objs, [int(i) for i in bk[:-1]], model, pen, crit)
+
+def _penalty(penalty, model, n, d, min_size, floor, q) -> tuple[float, str]:
+    "Resolve `penalty` ('null', 'bic' or a number) to (value, description)."
+    if isinstance(penalty, str):
+        if penalty == 'null': return null_penalty(model, n, d, min_size, floor, q), f'null q={q}'
+        if penalty == 'bic': return bic_penalty(model, n, d), 'bic'
+        raise ValueError(f"penalty must be 'null', 'bic' or a number, got {penalty!r}")
+    return float(penalty), 'fixed'
 
 def _phases(traj, objs, idx, model, pen, crit) -> Phases:
     "Assemble a `Phases` from the checkpoint indices where phases start."
@@ -243,7 +247,24 @@ def _phases(traj, objs, idx, model, pen, crit) -> Phases:
             for k, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
     return Phases([int(st[i]) for i in idx], idx, pd.DataFrame(rows), model, pen, crit, objs)
 
-# %% ../nbs/06_phases.ipynb #c033
+# %% ../nbs/06_phases.ipynb #c034
+def phase_costs(traj: pd.DataFrame, objects: list | None = None, model: str = 'rbf', max_bkps: int = 6,
+                min_size: int = 3, floor: float = 0.05, penalty: float | str = 'null', q: float = 0.99) -> pd.DataFrame:
+    "Best cost for each number of boundaries K = 0 … `max_bkps` (Dynp), the penalised cost, and the boundaries."
+    import ruptures as rpt
+    objs = check_trajectory(traj, objects, min_n=2*min_size)
+    z = standardise(traj[objs].to_numpy(float), floor); n, d = z.shape
+    pen, crit = _penalty(penalty, model, n, d, min_size, floor, q)
+    algo, cost = rpt.Dynp(custom_cost=_cost(model), min_size=min_size, jump=1).fit(z), _cost(model).fit(z)
+    st, rows = np.asarray(traj.index), []
+    for k in range(min(max_bkps, n//min_size - 1) + 1):
+        bk = algo.predict(n_bkps=k) if k else [n]
+        c = cost.sum_of_costs(bk)
+        rows.append(dict(n_bkps=k, cost=c, penalised=c + pen*k, boundaries=[int(st[i]) for i in bk[:-1]]))
+    out = pd.DataFrame(rows); out.attrs.update(penalty=pen, criterion=crit)
+    return out
+
+# %% ../nbs/06_phases.ipynb #c037
 def rise_step(traj: pd.DataFrame,          # a trajectory
               column: str,                 # the column whose rise to locate
               frac: float = 0.5,           # fraction of the way from the initial to the final level
@@ -275,7 +296,7 @@ def score_rise(traj, frac: float = 0.5, **kw) -> float:
     "Env step of the score's marked rise (see `rise_step`)."
     return rise_step(traj, SCORE, frac, **kw)
 
-# %% ../nbs/06_phases.ipynb #c037
+# %% ../nbs/06_phases.ipynb #c041
 @dataclass
 class RiseLags:
     "Paddle and score rises per run, and their summary over runs."
@@ -314,7 +335,7 @@ def rise_lags(trajs: list, names: list | None = None, confidence: float = 0.95, 
     summary['n'] = summary['n'].astype(int)
     return RiseLags(runs, summary)
 
-# %% ../nbs/06_phases.ipynb #c041
+# %% ../nbs/06_phases.ipynb #c045
 @dataclass
 class BoundaryConsistency:
     "Agreement of phase boundaries between runs."
@@ -358,7 +379,7 @@ def boundary_consistency(boundaries: list,            # per run: a list of bound
     pairs = pd.DataFrame(rows)
     return BoundaryConsistency(pairs, float(pairs.distance.mean()), float(pairs.f1.mean()))
 
-# %% ../nbs/06_phases.ipynb #c044
+# %% ../nbs/06_phases.ipynb #c048
 def plot_trajectory(traj: pd.DataFrame, phases: Phases | None = None, objects: list | None = None,
                     rises: bool = True, title: str = '', width: int = 520):
     "Altair figure: object attentions (log-step x axis) with phase boundaries, over the score curve."

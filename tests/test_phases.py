@@ -2,7 +2,7 @@
 import numpy as np, pandas as pd, pytest
 from atoms.phases import (SCORE, CostTrend, boundary_consistency, detect_phases, log_schedule, paddle_rise, rise_lags,
                           rise_step, score_rise, synthetic_trajectory, trajectory, _logistic,
-                          load_trajectory, power_schedule)
+                          load_trajectory, power_schedule, phase_costs)
 
 LEVELS3 = {'ball': [0.2, 0.5, 0.5, 0.3], 'agent_paddle': [0.1, 0.1, 0.3, 0.4], 'opponent_paddle': [0.4, 0.2, 0.1, 0.1]}
 
@@ -120,6 +120,17 @@ def test_penalty_is_what_guards_against_false_phases():
     # the same detector with a far too small penalty does invent phases: the test above can fail
     assert sum(len(detect_phases(flat(s), penalty=0.0, model='l2').boundaries) > 0 for s in range(3)) == 3
     assert sum(len(detect_phases(flat(s), penalty='bic', model='l2').boundaries) > 0 for s in range(10)) <= 3
+
+
+@pytest.mark.parametrize('model', ['l2', 'rbf'])
+def test_pelt_and_dynp_agree_on_the_number_of_phases(model):
+    # two exact methods: PELT on the penalised problem, Dynp per K + the same penalty
+    for tr in (synthetic_trajectory(breaks=(5e3, 1e5, 2e6), levels=LEVELS3, steps=log_schedule(1e3, 1e7, 50), seed=7),
+               flat(3, n=40)):
+        pc = phase_costs(tr, model=model, max_bkps=4)
+        ph = detect_phases(tr, model=model)
+        k = int(pc.n_bkps[pc.penalised.idxmin()])
+        assert k == len(ph.boundaries) and pc.boundaries[k] == ph.boundaries
 
 
 def test_trend_cost_matches_polyfit():
