@@ -268,21 +268,23 @@ class PongVectorEnv(VectorEnv):
         self._final = np.zeros_like(self._obs)                     # info['final_obs'] (rows of ended games)
         # fast drawing: flat pixel offsets of the objects in each stacked frame and in the label image
         ids, N, F = pixel_ids(c), self.num_envs, c.size * c.size
-        self._hist = np.zeros((N, c.stack, len(ids)), np.intp); self._lab_pix = np.zeros((N, len(ids)), np.intp)
-        self._obase = (np.arange(N * c.stack, dtype=np.intp) * F).reshape(N, c.stack, 1)
-        self._lbase = (np.arange(N, dtype=np.intp) * F)[:, None]
+        self._obase = (np.arange(N * c.stack, dtype=np.intp) * F).reshape(N, c.stack, 1)   # start of each frame
+        self._lbase = (np.arange(N, dtype=np.intp) * F)[:, None]                              # start of each label image
+        self._hist = np.broadcast_to(self._obase, (N, c.stack, len(ids))).copy()   # where each frame's objects are drawn
+        self._lab_pix = np.broadcast_to(self._lbase, (N, len(ids))).copy()         # where the labels' objects are drawn
         self._ogrey = np.ascontiguousarray(np.broadcast_to(c.greys[ids], self._hist.shape))
+        self._F = F
         self._lid = np.ascontiguousarray(np.broadcast_to(ids, self._lab_pix.shape))
         self._oflat, self._lflat = self._obs.reshape(-1), self.engine.labels.reshape(-1)
 
     def _draw(self, pix):
         "Shift the stack one frame and draw the newest (objects at `pix`) and its labels: only object pixels are written."
         of, bg = self._oflat, self.cfg.grey_background
-        of[self._obase + self._hist] = bg                           # erase every stacked frame's objects
-        self._hist[:, :-1] = self._hist[:, 1:]; self._hist[:, -1] = pix
-        of[self._obase + self._hist] = self._ogrey                  # draw the shifted frames
-        self._lflat[self._lbase + self._lab_pix] = 0
-        self._lflat[self._lbase + pix] = self._lid; self._lab_pix[...] = pix
+        h, lab = self._hist, self._lab_pix                          # flat offsets in the obs / label buffers
+        of[h] = bg                                                  # erase every stacked frame's objects
+        np.subtract(h[:, 1:], self._F, out=h[:, :-1]); np.add(self._obase[:, -1], pix, out=h[:, -1])
+        of[h] = self._ogrey                                         # draw the shifted frames
+        self._lflat[lab] = 0; np.add(self._lbase, pix, out=lab); self._lflat[lab] = self._lid
 
     def _restack(self, mask):
         "Fill the whole stack of games `mask` with frames drawn back in time along the balls' velocities."
@@ -293,11 +295,12 @@ class PongVectorEnv(VectorEnv):
         x, y, vx, vy = e.ball_x[idx], e.ball_y[idx], e.ball_vx[idx], e.ball_vy[idx]
         for k in range(c.stack):
             back = (c.stack - 1 - k) * c.frame_skip
-            self._hist[idx, k] = object_pixels(e, idx, np.clip(x - back*vx, 0, S - bs), np.clip(y - back*vy, 0, S - bs))
+            pix = object_pixels(e, idx, np.clip(x - back*vx, 0, S - bs), np.clip(y - back*vy, 0, S - bs))
+            self._hist[idx, k] = self._obase[idx, k] + pix
         self._obs[idx] = c.grey_background
-        self._oflat[self._obase[idx] + self._hist[idx]] = self._ogrey[:n]
-        pix = object_pixels(e, idx)
-        e.labels[idx] = 0; self._lflat[self._lbase[idx] + pix] = self._lid[:n]; self._lab_pix[idx] = pix
+        self._oflat[self._hist[idx]] = self._ogrey[:n]
+        self._lab_pix[idx] = self._lbase[idx] + object_pixels(e, idx)
+        e.labels[idx] = 0; self._lflat[self._lab_pix[idx]] = self._lid[:n]
 
     def reset(self, *, seed=None, options=None):
         "Start every game anew; `options={'scene': {...}}` then sets the scene (see `set_scene`)."
