@@ -101,7 +101,8 @@ class PongEngine:
         self._rows, self._rows1 = np.arange(n)[:, None, None], np.arange(n)
         self._moves = np.array([0., -cfg.agent_speed, cfg.agent_speed])   # paddle move of each action
         self._all_scoring = bool(cfg.scoring.all())
-        self._pad_x = np.clip(np.array([self.agent_x, self.opponent_x])[:, None] + np.arange(cfg.paddle_w), 0, S - 1)[:, None, :]
+        xs = np.clip(np.array([self.agent_x, self.opponent_x])[:, None] + np.arange(cfg.paddle_w), 0, S - 1)
+        self._pad_px = (np.arange(cfg.paddle_h)[:, None] * S + xs[:, None, :]).reshape(2, -1)   # a paddle's pixels from its top row
         self.rng = np.random.default_rng()
 
     def serve(self, mask, split: bool = False):
@@ -199,10 +200,10 @@ def object_pixels(e: PongEngine, rows=None, ball_x=None, ball_y=None) -> np.ndar
     c, S = e.cfg, e.cfg.size
     sel = (lambda a: a) if rows is None else (lambda a: a[rows])
     bx, by = sel(e.ball_x) if ball_x is None else ball_x, sel(e.ball_y) if ball_y is None else ball_y
-    pad_y = np.rint(np.stack([sel(e.agent_y), sel(e.opponent_y)], 1)).astype(np.intp)           # (n, 2)
-    pad = np.clip(pad_y[:, :, None] + np.arange(c.paddle_h), 0, S - 1)[..., None] * S + e._pad_x   # (n, 2, h, w)
-    ys = np.clip(np.rint(by).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, S - 1)     # (n, B, bs)
-    xs = np.clip(np.rint(bx).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, S - 1)
+    pad_y = _clip(np.rint(np.stack([sel(e.agent_y), sel(e.opponent_y)], 1)).astype(np.intp), 0, S - c.paddle_h)
+    pad = pad_y[:, :, None] * S + e._pad_px                                                      # (n, 2, h*w)
+    ys = _clip(np.rint(by).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, S - 1)      # (n, B, bs)
+    xs = _clip(np.rint(bx).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, S - 1)
     balls = ys[..., :, None] * S + xs[..., None, :]                                              # (n, B, bs, bs)
     return np.concatenate([pad.reshape(len(pad), -1), balls.reshape(len(pad), -1)], 1)
 
@@ -292,11 +293,11 @@ class PongVectorEnv(VectorEnv):
         idx = np.flatnonzero(mask)
         if not idx.size: return
         S, bs, n = c.size, c.ball_size, len(idx)
-        x, y, vx, vy = e.ball_x[idx], e.ball_y[idx], e.ball_vx[idx], e.ball_vy[idx]
-        for k in range(c.stack):
-            back = (c.stack - 1 - k) * c.frame_skip
-            pix = object_pixels(e, idx, np.clip(x - back*vx, 0, S - bs), np.clip(y - back*vy, 0, S - bs))
-            self._hist[idx, k] = self._obase[idx, k] + pix
+        back = ((c.stack - 1 - np.arange(c.stack)) * c.frame_skip)[None, :, None]        # ticks back, per stacked frame
+        bx, by = (_clip(a[idx][:, None] - back * v[idx][:, None], 0, S - bs).reshape(n * c.stack, -1)
+                  for a, v in ((e.ball_x, e.ball_vx), (e.ball_y, e.ball_vy)))
+        pix = object_pixels(e, np.repeat(idx, c.stack), bx, by).reshape(n, c.stack, -1)
+        self._hist[idx] = self._obase[idx] + pix
         self._obs[idx] = c.grey_background
         self._oflat[self._hist[idx]] = self._ogrey[:n]
         self._lab_pix[idx] = self._lbase[idx] + object_pixels(e, idx)
