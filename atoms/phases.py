@@ -271,15 +271,18 @@ def rise_step(traj: pd.DataFrame,          # a trajectory
               n_edge: int = 5,             # checkpoints averaged for the initial and final levels
               hold: int | None = 3,        # checkpoints that must stay at or above the level (None: all later)
               baseline: str = 'initial',   # 'initial' (level = v0 + frac·(v1 − v0)) or 'zero' (frac·v1)
+              min_rise: float = 3.0,       # a rise below this many standard errors of v1 − v0 is no rise
              ) -> float:
     "Env step at which `column` first crosses, and stays for `hold` checkpoints above, `frac` of its rise."
     check_trajectory(traj, [column], min_n=2*n_edge)
     if not 0 < frac < 1: raise ValueError(f'frac must be in (0, 1), got {frac}')
     if baseline not in ('initial', 'zero'): raise ValueError(f"baseline must be 'initial' or 'zero', got {baseline!r}")
+    if n_edge < 1 or (hold is not None and hold < 1): raise ValueError(f'n_edge and hold must be >= 1, got {n_edge}, {hold}')
     v, st = traj[column].to_numpy(float), np.asarray(traj.index, float)
     v0 = v[:n_edge].mean() if baseline == 'initial' else 0.0
     v1 = v[-n_edge:].mean()
-    if v1 <= v0: return float('nan')
+    if v[-n_edge:].mean() - v[:n_edge].mean() <= min_rise*noise_scale(v, floor=0)[0]*np.sqrt(2/n_edge) or v1 <= v0:
+        return float('nan')
     lvl, up = v0 + frac*(v1 - v0), v >= v0 + frac*(v1 - v0)
     n = len(v)
     i = next(i for i in range(n) if up[i:(n if hold is None else i + hold)].all())  # exists: the last n_edge average ≥ level
@@ -390,7 +393,7 @@ def plot_trajectory(traj: pd.DataFrame, phases: Phases | None = None, objects: l
     long = df[objs].reset_index().melt(id_vars='step', var_name='object', value_name='attention')
     top = alt.Chart(long).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
         x=x, y=alt.Y('attention:Q'), color=alt.Color('object:N'), tooltip=['step', 'object', alt.Tooltip('attention:Q', format='.3f')])
-    rules = [alt.Chart(pd.DataFrame({'step': phases.boundaries or [np.nan]})).mark_rule(strokeDash=[5, 3], color='black').encode(x=x)] if phases else []
+    rules = [alt.Chart(pd.DataFrame({'step': phases.boundaries})).mark_rule(strokeDash=[5, 3], color='black').encode(x=x)] if phases and phases.boundaries else []
     r_top, r_bot = [], []
     if rises and 'agent_paddle' in traj.columns:
         p = paddle_rise(traj)

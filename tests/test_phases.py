@@ -186,6 +186,12 @@ def test_rise_rules():
     with pytest.raises(ValueError, match='NaN'): rise_step(tr.assign(x=np.nan), 'x')
 
 
+def test_no_rise_in_noise():
+    risen = [np.isfinite(rise_step(flat(s, d=1), 'o0')) for s in range(10)]
+    assert sum(risen) <= 1
+    assert rise_step(flat(0, d=1), 'o0', min_rise=0) > 0        # without the guard, noise "rises"
+
+
 def test_rise_lags_across_seeds():
     trs = [synthetic_trajectory(breaks=(10**5.6,), levels={'agent_paddle': [0.1, 0.4]}, width=0.1, noise=0.005,
                                 score=(0.1, 0.9, 10**5.1, 0.1), seed=s) for s in range(5)]
