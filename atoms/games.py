@@ -14,8 +14,8 @@ from gymnasium.vector.utils import batch_space
 
 # %% auto #0
 __all__ = ['GAMES', 'ACTIONS', 'OPPONENT_SPEED', 'SCENE_FIELDS', 'ENV_IDS', 'LABEL_COLOURS', 'GameConfig', 'PongEngine', 'tick',
-           'render_labels', 'pixel_ids', 'object_pixels', 'check_scene', 'set_scene', 'PongVectorEnv', 'PongEnv',
-           'show_games']
+           'render_labels', 'pixel_ids', 'object_pixels', 'check_scene', 'set_scene', 'FrameStack', 'PongVectorEnv',
+           'PongEnv', 'show_games']
 
 # %% ../nbs/01_games.ipynb #c005
 GAMES = ('pong', 'pong-2balls', 'pong-2balls-target')
@@ -234,6 +234,44 @@ def set_scene(e: PongEngine, **scene):
         a = getattr(e, k); a[...] = np.broadcast_to(np.asarray(v, dtype=float), a.shape)
 
 # %% ../nbs/01_games.ipynb #c021
+class FrameStack:
+    "Observation stack (N, stack, H, W) and label image of an engine's games, redrawn by writing object pixels only."
+    def __init__(self, e: PongEngine):
+        c, N, F = e.cfg, e.n, e.cfg.size ** 2
+        ids = pixel_ids(c)
+        self.e, self.F = e, F
+        self.obs = np.full((N, c.stack, c.size, c.size), c.grey_background, np.uint8)
+        self._oflat, self._lflat = self.obs.reshape(-1), e.labels.reshape(-1)
+        self._obase = (np.arange(N * c.stack, dtype=np.intp) * F).reshape(N, c.stack, 1)  # first pixel of each frame
+        self._lbase = (np.arange(N, dtype=np.intp) * F)[:, None]                             # ... of each label image
+        self._drawn = np.broadcast_to(self._obase, (N, c.stack, len(ids))).copy()  # flat offsets drawn in each frame
+        self._drawn_lab = np.broadcast_to(self._lbase, (N, len(ids))).copy()       # ... and in the label image
+        self._grey = np.ascontiguousarray(np.broadcast_to(c.greys[ids], self._drawn.shape))
+        self._ids = np.ascontiguousarray(np.broadcast_to(ids, self._drawn_lab.shape))
+
+    def push(self, pix):
+        "Shift every stack one frame back and draw the newest frame, with objects at `pix` (N, P), and its labels."
+        d, dl = self._drawn, self._drawn_lab
+        self._oflat[d] = self.e.cfg.grey_background                  # erase the objects of every stacked frame
+        np.subtract(d[:, 1:], self.F, out=d[:, :-1])                 # frame k shows what frame k + 1 showed
+        np.add(self._obase[:, -1], pix, out=d[:, -1])
+        self._oflat[d] = self._grey                                  # draw them
+        self._lflat[dl] = 0; np.add(self._lbase, pix, out=dl); self._lflat[dl] = self._ids
+
+    def restack(self, mask):
+        "Redraw the whole stack and labels of games `mask` (N,) from the current state, balls drawn back in time."
+        e, c, idx = self.e, self.e.cfg, np.flatnonzero(mask)
+        if not idx.size: return
+        n, S, bs = len(idx), c.size, c.ball_size
+        back = ((c.stack - 1 - np.arange(c.stack)) * c.frame_skip)[None, :, None]        # ticks back, per stacked frame
+        bx, by = (_clip(a[idx][:, None] - back * v[idx][:, None], 0, S - bs).reshape(n * c.stack, -1)
+                  for a, v in ((e.ball_x, e.ball_vx), (e.ball_y, e.ball_vy)))
+        self._drawn[idx] = self._obase[idx] + object_pixels(e, np.repeat(idx, c.stack), bx, by).reshape(n, c.stack, -1)
+        self.obs[idx] = c.grey_background; self._oflat[self._drawn[idx]] = self._grey[:n]
+        self._drawn_lab[idx] = self._lbase[idx] + object_pixels(e, idx)
+        e.labels[idx] = 0; self._lflat[self._drawn_lab[idx]] = self._ids[:n]
+
+# %% ../nbs/01_games.ipynb #c024
 class PongVectorEnv(VectorEnv):
     """N Pong games of one variant, stepped together.
 
@@ -262,52 +300,19 @@ class PongVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.labels = c.labels
-        self._obs = np.zeros((self.num_envs, c.stack, c.size, c.size), np.uint8)
+        self._stack = FrameStack(self.engine); self._obs = self._stack.obs
         self._rew = np.zeros(self.num_envs, np.float32)
         self._ret = np.zeros(self.num_envs, np.float64)
         self._term = np.zeros(self.num_envs, bool); self._trunc = np.zeros(self.num_envs, bool)
         self._final = np.zeros_like(self._obs)                     # info['final_obs'] (rows of ended games)
-        # fast drawing: flat pixel offsets of the objects in each stacked frame and in the label image
-        ids, N, F = pixel_ids(c), self.num_envs, c.size * c.size
-        self._obase = (np.arange(N * c.stack, dtype=np.intp) * F).reshape(N, c.stack, 1)   # start of each frame
-        self._lbase = (np.arange(N, dtype=np.intp) * F)[:, None]                              # start of each label image
-        self._hist = np.broadcast_to(self._obase, (N, c.stack, len(ids))).copy()   # where each frame's objects are drawn
-        self._lab_pix = np.broadcast_to(self._lbase, (N, len(ids))).copy()         # where the labels' objects are drawn
-        self._ogrey = np.ascontiguousarray(np.broadcast_to(c.greys[ids], self._hist.shape))
-        self._F = F
-        self._lid = np.ascontiguousarray(np.broadcast_to(ids, self._lab_pix.shape))
-        self._oflat, self._lflat = self._obs.reshape(-1), self.engine.labels.reshape(-1)
-
-    def _draw(self, pix):
-        "Shift the stack one frame and draw the newest (objects at `pix`) and its labels: only object pixels are written."
-        of, bg = self._oflat, self.cfg.grey_background
-        h, lab = self._hist, self._lab_pix                          # flat offsets in the obs / label buffers
-        of[h] = bg                                                  # erase every stacked frame's objects
-        np.subtract(h[:, 1:], self._F, out=h[:, :-1]); np.add(self._obase[:, -1], pix, out=h[:, -1])
-        of[h] = self._ogrey                                         # draw the shifted frames
-        self._lflat[lab] = 0; np.add(self._lbase, pix, out=lab); self._lflat[lab] = self._lid
-
-    def _restack(self, mask):
-        "Fill the whole stack of games `mask` with frames drawn back in time along the balls' velocities."
-        e, c = self.engine, self.cfg
-        idx = np.flatnonzero(mask)
-        if not idx.size: return
-        S, bs, n = c.size, c.ball_size, len(idx)
-        back = ((c.stack - 1 - np.arange(c.stack)) * c.frame_skip)[None, :, None]        # ticks back, per stacked frame
-        bx, by = (_clip(a[idx][:, None] - back * v[idx][:, None], 0, S - bs).reshape(n * c.stack, -1)
-                  for a, v in ((e.ball_x, e.ball_vx), (e.ball_y, e.ball_vy)))
-        pix = object_pixels(e, np.repeat(idx, c.stack), bx, by).reshape(n, c.stack, -1)
-        self._hist[idx] = self._obase[idx] + pix
-        self._obs[idx] = c.grey_background
-        self._oflat[self._hist[idx]] = self._ogrey[:n]
-        self._lab_pix[idx] = self._lbase[idx] + object_pixels(e, idx)
-        e.labels[idx] = 0; self._lflat[self._lab_pix[idx]] = self._lid[:n]
+        self._restack = self._stack.restack
 
     def reset(self, *, seed=None, options=None):
         "Start every game anew; `options={'scene': {...}}` then sets the scene (see `set_scene`)."
         super().reset(seed=seed)
         self.engine.rng = self.np_random
         allm = np.ones(self.num_envs, bool)
+        if options and 'scene' in options: check_scene(self.cfg, options['scene'])
         self.engine.reset_games(allm); self._ret[:] = 0
         if options and 'scene' in options: set_scene(self.engine, **options['scene'])
         self._restack(allm)
@@ -324,14 +329,14 @@ class PongVectorEnv(VectorEnv):
         if a.shape != (self.num_envs,): raise ValueError(f'actions must have shape ({self.num_envs},), got {a.shape}')
         if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= len(ACTIONS):
             raise ValueError(f'actions must be integers in [0, {len(ACTIONS) - 1}] (stay, up, down), got {a}')
-        won = np.zeros(self.num_envs, np.int64); lost = won.copy(); hits = won.copy()
-        for _ in range(c.frame_skip):
+        won, lost, hits = tick(e, a)
+        for _ in range(c.frame_skip - 1):
             w, l, h = tick(e, a); won += w; lost += l; hits += h
         np.subtract(won, lost, out=self._rew, casting='unsafe'); self._rew += c.hit_reward * hits
         e.score[:, 0] += won; e.score[:, 1] += lost; e.steps += 1; self._ret += self._rew
         np.greater_equal(e.score.max(1), c.points, out=self._term)
         np.logical_and(~self._term, e.steps >= c.max_steps, out=self._trunc)
-        self._draw(object_pixels(e))
+        self._stack.push(object_pixels(e))
         info = {'labels': e.labels, 'won': won, 'lost': lost}
         done = self._term | self._trunc
         if done.any():
@@ -348,7 +353,7 @@ class PongVectorEnv(VectorEnv):
         f = self._obs[:, -1]
         return np.repeat(f[..., None], 3, -1)
 
-# %% ../nbs/01_games.ipynb #c026
+# %% ../nbs/01_games.ipynb #c029
 class PongEnv(gym.Env):
     "One Pong game (see `PongVectorEnv` for the spec); `info['labels']` is the label image of the newest frame."
     metadata = {'render_modes': ['rgb_array'], 'render_fps': 30}
@@ -381,7 +386,7 @@ for _g, _id in ENV_IDS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=PongEnv, kwargs={'game': _g}, vector_entry_point=PongVectorEnv, max_episode_steps=None)
 
-# %% ../nbs/01_games.ipynb #c029
+# %% ../nbs/01_games.ipynb #c032
 LABEL_COLOURS = np.array([[30, 30, 30], [92, 186, 92], [213, 130, 74], [236, 236, 236], [80, 140, 240]], np.uint8)
 
 def show_games(seed: int = 0, steps: int = 30):
