@@ -285,7 +285,7 @@ class PongVectorEnv(VectorEnv):
     **Arguments**: `game` or a full `config` (`GameConfig`), `num_envs`, and any `GameConfig` field as keyword.
     **Mask labels**: `self.labels`, a dict object name → label id (`background` 0, `agent_paddle` 1,
     `opponent_paddle` 2, then the balls: `ball`; `ball_a`, `ball_b`; or `target`, `distractor`).
-    **Version history**: v0: first version.
+    **Version history**: v0: first version (its `pong-2balls` opponent speed was raised from 1.25 to 1.75 before any result used it).
     """
     metadata = {'render_modes': ['rgb_array'], 'autoreset_mode': gym.vector.AutoresetMode.SAME_STEP}
 
@@ -372,7 +372,7 @@ class PongEnv(gym.Env):
         if not self.action_space.contains(action): raise ValueError(f'action must be 0, 1 or 2 (stay, up, down), got {action!r}')
         obs, r, term, trunc, info = self.venv.step(np.array([action]))
         out = {'labels': info['labels'][0].copy(), 'won': int(info['won'][0]), 'lost': int(info['lost'][0])}
-        if 'final_obs' in info: out['final_obs'] = info['final_obs'][0]
+        if 'final_obs' in info: out['final_obs'] = info['final_obs'][0].copy()
         return obs[0].copy(), float(r[0]), bool(term[0]), bool(trunc[0]), out
 
     def set_scene(self, **scene):

@@ -10,7 +10,9 @@ An agent step of the atoms env is one physics tick (`frame_skip=1`) with the 4×
              frame skip 4 as in the Atari benchmarks: one agent step emulates 4 frames), `--threads` threads
   ale-gym    gymnasium SyncVectorEnv over `gymnasium.make('ALE/Pong-v5')` (raw 210×160 RGB frames, frame skip 4)
 Ratios are atoms / other (> 1: atoms is faster). Every figure is the median of `--repeats` timed runs of at least
-`--seconds` each, after a warm-up, with actions drawn at random beforehand.
+`--seconds` each, after a warm-up, with actions drawn at random beforehand. The atoms env runs on one core; the last
+column divides its steps by the CPU time of this process rather than wall time (on a busy machine, where other
+processes share the cores, wall-clock figures drop with the load average printed in the header).
 """
 import argparse, cProfile, io, os, pstats, statistics, sys, time
 
@@ -22,18 +24,18 @@ from atoms.games import PongEnv, PongVectorEnv  # noqa: E402
 
 
 def steps_per_s(env, n, n_actions, repeats, seconds, min_steps=3):
-    "Median agent steps/s of `env` (n games) over `repeats` timed runs of at least `seconds` each."
+    "Median agent steps per wall-clock second and per CPU second of this process, over `repeats` timed runs."
     env.reset(seed=0)
     acts = np.random.default_rng(0).integers(0, n_actions, (64, n))
     for a in acts[:5]: env.step(a)                                           # warm-up
-    rates = []
+    rates, cpu = [], []
     for _ in range(repeats):
-        k, t0 = 0, time.perf_counter()
+        k, t0, c0 = 0, time.perf_counter(), time.process_time()
         while k < min_steps or time.perf_counter() - t0 < seconds:
             env.step(acts[k % 64]); k += 1
-        rates.append(n * k / (time.perf_counter() - t0))
+        rates.append(n * k / (time.perf_counter() - t0)); cpu.append(n * k / max(time.process_time() - c0, 1e-9))
     env.close()
-    return statistics.median(rates)
+    return statistics.median(rates), statistics.median(cpu)
 
 
 def makers(game, threads):
@@ -78,15 +80,16 @@ def main(argv=None):
     print(f'agent steps/s, {args.game}, median of {args.repeats} runs of >= {args.seconds} s; cpus: {os.cpu_count()}, '
           f'load average {os.getloadavg()[0]:.1f}; nan: not run')
     cols = list(envs)
-    print(f"{'N':>6} " + ' '.join(f'{c:>12}' for c in cols) + ' ' + ' '.join(f'{"atoms/" + c:>14}' for c in cols[1:]))
+    print(f"{'N':>6} " + ' '.join(f'{c:>12}' for c in cols) + ' ' + ' '.join(f'{"atoms/" + c:>14}' for c in cols[1:])
+          + f" {'atoms per cpu-s':>16}")
     for n in args.sizes:
-        r = {}
+        r, cpu = {}, {}
         for name, (make, n_actions) in envs.items():
-            if name.startswith('ale') and n > args.ale_max: r[name] = float('nan'); continue
-            try: r[name] = steps_per_s(make(n), n, n_actions, args.repeats, args.seconds)
-            except Exception as err: print(f'  {name} at N={n} failed: {err!r}'); r[name] = float('nan')
+            if name.startswith('ale') and n > args.ale_max: r[name] = cpu[name] = float('nan'); continue
+            try: r[name], cpu[name] = steps_per_s(make(n), n, n_actions, args.repeats, args.seconds)
+            except Exception as err: print(f'  {name} at N={n} failed: {err!r}'); r[name] = cpu[name] = float('nan')
         print(f'{n:>6} ' + ' '.join(f'{r[c]:>12,.0f}' for c in cols) + ' ' +
-              ' '.join(f'{r["atoms"] / r[c]:>14.1f}' for c in cols[1:]), flush=True)
+              ' '.join(f'{r["atoms"] / r[c]:>14.1f}' for c in cols[1:]) + f' {cpu["atoms"]:>16,.0f}', flush=True)
     if args.profile: profile(args.game, max(args.sizes))
 
 
