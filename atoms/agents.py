@@ -17,11 +17,10 @@ from .games import GAMES, GameConfig, PongVectorEnv
 from .nets import NATURE, SMALL, NetConfig, make_net, PixelNet
 
 # %% auto #0
-__all__ = ['ALGO_DEFAULTS', 'RESUME_IGNORED', 'ENV_ARRAYS', 'TrainConfig', 'resolve', 'n_updates', 'run_path',
-           'checkpoint_updates', 'Rollout', 'new_stats', 'collect', 'gae', 'ac_loss', 'ac_update', 'evaluate', 'greedy',
-           'random_policy', 'net_config', 'save_checkpoint', 'load_checkpoint', 'Replay', 'Trainer', 'save_state',
-           'load_state', 'anneal_lr', 'ac_step', 'epsilon', 'dqn_step', 'log_row', 'checkpoint', 'open_run', 'train',
-           'finish']
+__all__ = ['ALGO_DEFAULTS', 'RESUME_IGNORED', 'TrainConfig', 'resolve', 'n_updates', 'run_path', 'checkpoint_updates', 'Rollout',
+           'new_stats', 'collect', 'gae', 'ac_loss', 'ac_update', 'evaluate', 'greedy', 'random_policy', 'net_config',
+           'save_checkpoint', 'load_checkpoint', 'Replay', 'env_arrays', 'Trainer', 'save_state', 'load_state',
+           'anneal_lr', 'ac_step', 'epsilon', 'dqn_step', 'log_row', 'checkpoint', 'open_run', 'train', 'finish']
 
 # %% ../nbs/05_agents.ipynb #c005
 @dataclass
@@ -33,6 +32,7 @@ class TrainConfig:
     total_steps: int = 1_500_000  # agent steps summed over all parallel games
     net: Literal['small', 'nature'] = 'small'  # network size: 'nature' is the paper's Nature-CNN
     frames: int = 4  # stacked frames per observation
+    frame_skip: int = 2  # physics ticks per agent step (the game itself is unchanged)
     num_envs: int | None = None  # parallel games (default per algo)
     n_steps: int | None = None  # rollout length per update (default per algo)
     lr: float | None = None  # learning rate, annealed linearly to 0 (default per algo)
@@ -54,9 +54,9 @@ class TrainConfig:
     checkpoints: int = 100  # checkpoints saved through training (incl. step 0 and the end)
     schedule_power: float = 2.0  # checkpoint k of n is at (k/(n-1))**power of training: >1 is denser early
     eval_points: int = 200  # points played by the greedy policy at each checkpoint
-    eval_envs: int = 32  # parallel games for evaluation
+    eval_envs: int = 64  # parallel games for evaluation
     stop_at_skill: float | None = None  # stop once the greedy points-won rate reaches this (benchmarks)
-    threads: int = 2  # torch CPU threads
+    threads: int = 1  # torch CPU threads (1 is far faster than 2 on a loaded 2-core machine)
     device: str = 'auto'  # 'auto' (CUDA if present), 'cpu' or 'cuda'
     save_every_s: float = 60.0  # seconds between resume states (also saved at every checkpoint)
     run_dir: str | None = None  # run folder (default runs/{game}__{algo}__{seed})
@@ -76,7 +76,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if cfg.algo not in ALGO_DEFAULTS: bad('algo', f'unknown algorithm {cfg.algo!r}; choose from {sorted(ALGO_DEFAULTS)}')
     if cfg.net not in ('small', 'nature'): bad('net', f"unknown network {cfg.net!r}; choose 'small' or 'nature'")
     cfg = replace(cfg, **{k: v for k, v in ALGO_DEFAULTS[cfg.algo].items() if getattr(cfg, k) is None})
-    for f in ('total_steps', 'num_envs', 'n_steps', 'frames', 'update_epochs', 'num_minibatches', 'eval_points', 'eval_envs',
+    for f in ('total_steps', 'num_envs', 'n_steps', 'frames', 'frame_skip', 'update_epochs', 'num_minibatches', 'eval_points', 'eval_envs',
               'threads', 'batch_size', 'train_every', 'target_every', 'buffer_mb'):
         v = getattr(cfg, f)
         if not isinstance(v, int) or v < 1: bad(f, f'must be a positive integer, got {v!r}')
@@ -190,10 +190,10 @@ def ac_update(net, opt, buf: Rollout, adv, returns, cfg: TrainConfig, gen: torch
 
 # %% ../nbs/05_agents.ipynb #c023
 @torch.no_grad()
-def evaluate(policy, game: str, points: int = 200, envs: int = 32, seed: int = 0, frames: int = 4, device='cpu',
-             max_steps: int = 20_000) -> dict:
-    "Play greedy `policy` (obs tensor → action tensor) until `points` points are scored; points-won rate and counts."
-    env = PongVectorEnv(envs, game, stack=frames); obs, _ = env.reset(seed=seed)
+def evaluate(policy, game: str, points: int = 200, envs: int = 32, seed: int = 0, frames: int = 4, frame_skip: int = 2,
+             device='cpu', max_steps: int = 20_000) -> dict:
+    "Play `policy` (obs tensor → action tensor) until `points` points are scored; points-won rate and counts."
+    env = PongVectorEnv(envs, game, stack=frames, frame_skip=frame_skip); obs, _ = env.reset(seed=seed)
     won = lost = 0
     for _ in range(max_steps):
         a = policy(torch.as_tensor(obs, device=device))
@@ -296,7 +296,13 @@ def _unpack_optimizer(opt, tensors: dict, rest: dict):
             _, i, name = k.split('.', 2); state.setdefault(int(i), {})[name] = v
     opt.load_state_dict({'state': state, 'param_groups': rest['param_groups']})
 
-ENV_ARRAYS = ('agent_y', 'opponent_y', 'ball_x', 'ball_y', 'ball_vx', 'ball_vy', 'score', 'steps')
+def env_arrays(env: PongVectorEnv) -> dict:
+    "Every numpy array the vector env, its engine and its frame stack hold, by name: their state, restored in place."
+    out = {}
+    for prefix, obj in (('env', env), ('engine', env.engine), ('stack', getattr(env, '_stack', None))):
+        for k, v in (vars(obj) if obj is not None else {}).items():
+            if isinstance(v, np.ndarray) and v.flags.writeable and v.base is None: out[f'{prefix}.{k}'] = v
+    return out
 
 class Trainer:
     "One training run: state, update step, checkpoints, resume."
@@ -317,7 +323,7 @@ class Trainer:
         elif cfg.algo == 'a2c': self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)
         else: self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.env = PongVectorEnv(cfg.num_envs, cfg.game, stack=cfg.frames)
+        self.env = PongVectorEnv(cfg.num_envs, cfg.game, stack=cfg.frames, frame_skip=cfg.frame_skip)
         self.obs, _ = self.env.reset(seed=cfg.seed)
         self.first = np.ones(cfg.num_envs, bool)
         self.buf = None if self.dqn else Rollout.empty(cfg.n_steps, cfg.num_envs, self.env.single_observation_space.shape, self.device)
@@ -334,9 +340,8 @@ def save_state(tr: Trainer):
     tensors = {f'net.{k}': v for k, v in tr.net.state_dict().items()}
     ot, orest = _pack_optimizer(tr.opt); tensors.update(ot)
     tensors['gen'] = tr.gen.get_state()
-    tensors.update({f'env.{k}': torch.from_numpy(np.ascontiguousarray(getattr(e, k))) for k in ENV_ARRAYS})
-    tensors['env.obs'] = torch.from_numpy(tr.obs.copy()); tensors['env.ret'] = torch.from_numpy(tr.env._ret.copy())
-    tensors['env.first'] = torch.from_numpy(tr.first.copy())
+    tensors.update({f'env.{k}': torch.from_numpy(v.copy()) for k, v in env_arrays(tr.env).items()})
+    tensors['first'] = torch.from_numpy(tr.first.copy())
     extra = {}
     if tr.dqn:
         tensors.update({f'target.{k}': v for k, v in tr.target.state_dict().items()})
@@ -352,12 +357,9 @@ def load_state(tr: Trainer):
     tr.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith('net.')})
     _unpack_optimizer(tr.opt, {k: v for k, v in t.items() if k.startswith('opt.')}, m['optimizer'])
     tr.gen.set_state(t['gen'].cpu())
-    e = tr.env.engine
-    for k in ENV_ARRAYS: getattr(e, k)[...] = t[f'env.{k}'].cpu().numpy()
-    tr.env._obs[...] = t['env.obs'].cpu().numpy(); tr.obs = tr.env._obs; tr.env._ret[...] = t['env.ret'].cpu().numpy()
-    tr.first = t['env.first'].cpu().numpy().copy()
-    from atoms.games import render_labels
-    render_labels(e)
+    arrays = env_arrays(tr.env)
+    for k, v in arrays.items(): v[...] = t[f'env.{k}'].cpu().numpy()
+    tr.obs = tr.env._obs; tr.first = t['first'].cpu().numpy().copy()
     tr.env.np_random.bit_generator.state = m['env_rng']
     if tr.dqn:
         tr.target.load_state_dict({k[7:]: v for k, v in t.items() if k.startswith('target.')})
@@ -421,7 +423,8 @@ def checkpoint(tr: Trainer, sps: float) -> dict:
     cfg = tr.cfg; k = int(np.searchsorted(tr.schedule, tr.update))
     save_checkpoint(tr.net, tr.ckpt_dir/f'step_{tr.global_step:09d}.safetensors', tr.global_step, cfg)
     tr.net.eval()
-    ev = evaluate(greedy(tr.net), cfg.game, cfg.eval_points, cfg.eval_envs, seed=10_000 * cfg.seed + k, frames=cfg.frames, device=tr.device)
+    ev = evaluate(greedy(tr.net), cfg.game, cfg.eval_points, cfg.eval_envs, seed=10_000 * cfg.seed + k, frames=cfg.frames,
+                  frame_skip=cfg.frame_skip, device=tr.device)
     tr.rows.append(log_row(tr, sps, ev))
     save_table(__import__('pandas').DataFrame(tr.rows), tr.run/'log.parquet')
     save_state(tr)
