@@ -56,6 +56,7 @@ class TrainConfig:
     eval_points: int = 200  # points played by the greedy policy at each checkpoint
     eval_envs: int = 64  # parallel games for evaluation
     stop_at_skill: float | None = None  # stop once the greedy points-won rate reaches this (benchmarks)
+    time_limit_s: float | None = None  # stop after this many seconds of training (rerun to continue)
     threads: int = 1  # torch CPU threads (1 is far faster than 2 on a loaded 2-core machine)
     device: str = 'auto'  # 'auto' (CUDA if present), 'cpu' or 'cuda'
     save_every_s: float = 60.0  # seconds between resume states (also saved at every checkpoint)
@@ -191,8 +192,8 @@ def ac_update(net, opt, buf: Rollout, adv, returns, cfg: TrainConfig, gen: torch
 # %% ../nbs/05_agents.ipynb #c023
 @torch.no_grad()
 def evaluate(policy, game: str, points: int = 200, envs: int = 32, seed: int = 0, frames: int = 4, frame_skip: int = 2,
-             device='cpu', max_steps: int = 20_000) -> dict:
-    "Play `policy` (obs tensor → action tensor) until `points` points are scored; points-won rate and counts."
+             device='cpu', max_steps: int = 1_000) -> dict:
+    "Play `policy` (obs tensor → action tensor) until `points` points are scored (or `max_steps` steps); rate and counts."
     env = PongVectorEnv(envs, game, stack=frames, frame_skip=frame_skip); obs, _ = env.reset(seed=seed)
     won = lost = 0
     for _ in range(max_steps):
@@ -200,7 +201,7 @@ def evaluate(policy, game: str, points: int = 200, envs: int = 32, seed: int = 0
         obs, r, term, trunc, info = env.step(np.asarray(a.cpu() if torch.is_tensor(a) else a))
         won += int(info['won'].sum()); lost += int(info['lost'].sum())
         if won + lost >= points: break
-    return {'points_won_rate': won / max(won + lost, 1), 'won': won, 'lost': lost}
+    return {'points_won_rate': won / (won + lost) if won + lost else float('nan'), 'won': won, 'lost': lost}
 
 def greedy(net):
     "The greedy policy of an actor-critic or Q-network."
@@ -276,7 +277,7 @@ class Replay:
         return self.stack(t, g), self.action[t, g], self.reward[t, g], self.done[t, g], self.stack(nxt, g)
 
 # %% ../nbs/05_agents.ipynb #c032
-RESUME_IGNORED = ('progress', 'run_dir', 'save_every_s', 'device', 'stop_at_skill', 'threads')
+RESUME_IGNORED = ('progress', 'run_dir', 'save_every_s', 'device', 'stop_at_skill', 'time_limit_s', 'threads')
 
 def _pack_optimizer(opt) -> tuple[dict, dict]:
     "An optimiser's state as (tensors, JSON-able rest)."
@@ -414,6 +415,7 @@ def log_row(tr: Trainer, sps: float, evaluation: dict | None) -> dict:
            'charts/episodic_return': float(np.mean(s['returns'])) if s['returns'] else float('nan'),
            'charts/episodes': s['episodes'], 'charts/points_won_rate_train': s['won'] / pts if pts else float('nan'),
            'charts/points_won_rate': evaluation['points_won_rate'] if evaluation else float('nan'),
+           'charts/eval_points': evaluation['won'] + evaluation['lost'] if evaluation else 0,
            'charts/SPS': sps, **tr.losses}
     tr.stats = new_stats()
     return row
@@ -467,6 +469,8 @@ def train(cfg: TrainConfig) -> Path:
             if cfg.stop_at_skill is not None and skill >= cfg.stop_at_skill: break
         elif time.monotonic() - last_save > cfg.save_every_s:
             t = time.monotonic(); save_state(tr); tr.elapsed += time.monotonic() - t; last_save = time.monotonic()
+        if cfg.time_limit_s is not None and tr.elapsed >= cfg.time_limit_s:
+            save_state(tr); break
     bar.close()
     finish(tr)
     return tr.run

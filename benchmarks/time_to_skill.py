@@ -1,0 +1,84 @@
+"""Time to skill: how long the default training config takes to reach >= 90 % points won on each game.
+
+    .venv/bin/python benchmarks/time_to_skill.py                      # all three games, A2C, seed 1
+    .venv/bin/python benchmarks/time_to_skill.py --games pong --dqn   # also DQN on pong (30-min budget)
+
+Trains (or resumes, or just reads, if the run already finished) runs/{game}__{algo}__{seed}/ with the default
+config, and prints, per game: wall time (training + checkpoint evaluations) and env steps until the first
+checkpoint whose greedy points-won rate is >= the target, the training steps/s, and the best skill reached.
+In the same run it prints a random policy's points-won rate (the opponent must stay a real opponent) and the
+training throughput of our loop against a CleanRL-style loop (gymnasium SyncVectorEnv over single envs,
+same network, same batch), median of several alternating measurements.
+"""
+import argparse, statistics, time
+import numpy as np
+import torch
+import gymnasium as gym
+from atoms.agents import TrainConfig, train, open_run, ac_step, evaluate, random_policy, resolve, run_path
+from atoms.core import load_table
+from atoms.games import GAMES, PongEnv
+
+
+def time_to_skill(log, target):
+    ev = log[log['checkpoint']]
+    hit = ev[ev['charts/points_won_rate'] >= target]
+    best = ev['charts/points_won_rate'].max()
+    if hit.empty: return float('nan'), float('nan'), best
+    r = hit.iloc[0]
+    return r['time/elapsed_s'], r['global_step'], best
+
+
+def throughput(cfg, reference: bool, updates: int) -> float:
+    tr = open_run(cfg)
+    if reference:
+        tr.env = gym.vector.SyncVectorEnv([lambda: PongEnv(cfg.game, stack=cfg.frames, frame_skip=cfg.frame_skip)] * cfg.num_envs)
+        tr.obs, _ = tr.env.reset(seed=cfg.seed)
+    for _ in range(3): ac_step(tr)                       # warm-up
+    t = time.perf_counter()
+    for _ in range(updates): ac_step(tr)
+    return updates * cfg.num_envs * cfg.n_steps / (time.perf_counter() - t)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--games', nargs='+', default=list(GAMES), choices=GAMES)
+    ap.add_argument('--target', type=float, default=0.9)
+    ap.add_argument('--budget_min', type=float, default=30, help='training time limit per run, minutes')
+    ap.add_argument('--seed', type=int, default=1)
+    ap.add_argument('--dqn', action='store_true', help='also DQN on pong')
+    ap.add_argument('--repeats', type=int, default=5, help='throughput measurements per loop')
+    ap.add_argument('--updates', type=int, default=40, help='updates per throughput measurement')
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+
+    print('## Random policy (greedy evaluation protocol, 400 points)')
+    for g in a.games:
+        r = evaluate(random_policy(0), g, points=400, envs=64, seed=123)
+        print(f'{g:20s} random policy wins {r["points_won_rate"]:.3f} of {r["won"] + r["lost"]} points')
+
+    print('\n## Training throughput: our loop vs a CleanRL-style SyncVectorEnv loop (A2C, same net and batch)')
+    base = TrainConfig(run_dir='/tmp/atoms_bench_throughput', progress=False, total_steps=10**6)
+    import shutil
+    ours, ref = [], []
+    for _ in range(a.repeats):
+        for lst, refflag in ((ours, False), (ref, True)):
+            shutil.rmtree(base.run_dir, ignore_errors=True); lst.append(throughput(base, refflag, a.updates))
+    shutil.rmtree(base.run_dir, ignore_errors=True)
+    mo, mr = statistics.median(ours), statistics.median(ref)
+    print(f'ours {mo:,.0f} steps/s, reference {mr:,.0f} steps/s (medians of {a.repeats}), ratio {mo / mr:.2f}x')
+
+    print(f'\n## Time to skill >= {a.target:.0%} (budget {a.budget_min:g} min per run)')
+    print('| game | algo | time to skill (min) | env steps | steps/s | best skill | wall (min) |')
+    print('|---|---|---|---|---|---|---|')
+    jobs = [(g, 'a2c') for g in a.games] + ([('pong', 'dqn')] if a.dqn else [])
+    for g, algo in jobs:
+        cfg = TrainConfig(game=g, algo=algo, seed=a.seed, stop_at_skill=a.target, time_limit_s=a.budget_min * 60, progress=False)
+        t0 = time.perf_counter(); run = train(cfg); wall = time.perf_counter() - t0
+        log = load_table(run/'log.parquet')
+        tts, steps, best = time_to_skill(log, a.target)
+        sps = log['global_step'].iloc[-1] / max(log['time/elapsed_s'].iloc[-1], 1e-9)
+        print(f'| {g} | {algo} | {tts / 60:.1f} | {steps:,.0f} | {sps:,.0f} | {best:.3f} | {wall / 60:.1f} |', flush=True)
+
+
+if __name__ == '__main__':
+    main()
