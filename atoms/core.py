@@ -10,8 +10,9 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['repo_root', 'artifacts_dir', 'runs_dir', 'seed_everything', 'ArtifactError', 'atomic_path', 'write_text',
-           'write_json', 'save_table', 'load_table', 'save_weights', 'load_weights', 'sha256', 'git_revision',
-           'write_manifest', 'read_manifest', 'verify_file', 'verify_artifact', 'load_artifact']
+           'write_json', 'save_table', 'load_table', 'save_weights', 'load_weights', 'save_arrays', 'load_arrays',
+           'sha256', 'git_revision', 'write_manifest', 'read_manifest', 'verify_file', 'verify_artifact',
+           'load_artifact']
 
 # %% ../nbs/00_core.ipynb #c005
 def repo_root() -> Path:
@@ -93,7 +94,21 @@ def load_weights(path, device='cpu') -> tuple[dict, dict]:
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except Exception as e: raise ArtifactError(f'{path}: not a readable safetensors file ({type(e).__name__}: {e})') from None
 
-# %% ../nbs/00_core.ipynb #c017
+# %% ../nbs/00_core.ipynb #c016
+def save_arrays(path, **arrays):
+    "Atomically write numpy arrays to a compressed .npz file."
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f: np.savez_compressed(f, **arrays)
+
+def load_arrays(path) -> dict:
+    "Read a .npz of arrays (no pickle); a missing or corrupt file raises `ArtifactError` naming it."
+    path = Path(path)
+    if not path.exists(): raise ArtifactError(f'{path}: file not found')
+    try:
+        with np.load(path, allow_pickle=False) as z: return {k: z[k] for k in z.files}
+    except Exception as e: raise ArtifactError(f'{path}: not a readable .npz file ({type(e).__name__}: {e})') from None
+
+# %% ../nbs/00_core.ipynb #c019
 def sha256(path) -> str:
     "Hex sha256 of a file's bytes."
     h = hashlib.sha256()
@@ -145,9 +160,10 @@ def verify_artifact(folder) -> dict:
     return m
 
 def load_artifact(folder, name: str):
-    "Verify then read one file of an artifact folder: parquet → DataFrame, safetensors → (tensors, meta), json → obj."
+    "Verify then read one file of an artifact folder: parquet → DataFrame, safetensors → (tensors, meta), npz → dict, json → obj."
     p = verify_file(folder, name)
     if p.suffix == '.parquet': return load_table(p)
+    if p.suffix == '.npz': return load_arrays(p)
     if p.suffix == '.safetensors': return load_weights(p)
     if p.suffix == '.json': return json.loads(p.read_text())
     return p.read_bytes()
