@@ -7,13 +7,13 @@ from __future__ import annotations
 import sys
 import tyro
 from .agents import TrainConfig, train
-from .sweep import AnalyseConfig, EvalSetConfig, analyse, save_eval_set
+from .sweep import AnalyseConfig, EvalSetConfig, PackageConfig, analyse, package_run, save_eval_set
 
 # %% auto #0
 __all__ = ['COMMANDS', 'main']
 
 # %% ../nbs/09_cli.ipynb #c004
-COMMANDS = {'train': (TrainConfig, train), 'evalset': (EvalSetConfig, save_eval_set), 'analyse': (AnalyseConfig, analyse)}
+COMMANDS = {'train': (TrainConfig, train), 'evalset': (EvalSetConfig, save_eval_set), 'analyse': (AnalyseConfig, analyse), 'package': (PackageConfig, package_run)}
 
 def main(argv: list[str] | None = None):
     "Entry point of the `atoms` command."

@@ -18,7 +18,7 @@ from .games import GAMES, GameConfig, PongVectorEnv
 
 # %% auto #0
 __all__ = ['tracker_actions', 'full_areas', 'make_eval_set', 'EvalSetConfig', 'eval_dir', 'save_eval_set', 'load_eval_set',
-           'AnalyseConfig', 'checkpoints_of', 'split_method', 'analyse']
+           'AnalyseConfig', 'checkpoints_of', 'split_method', 'analyse', 'PackageConfig', 'package_run']
 
 # %% ../nbs/08_sweep.ipynb #c005
 def tracker_actions(env: PongVectorEnv, rng: np.random.Generator, noise: float = 0.3) -> np.ndarray:
@@ -178,3 +178,31 @@ def analyse(cfg: AnalyseConfig) -> Path:
     write_manifest(run, command=f'atoms analyse {run} ' + ' '.join(f'--{k} {v}' for k, v in asdict(cfg).items() if k not in ('run', 'progress')),
                    config={**meta['config'], 'analyse': asdict(cfg)}, seed=meta['config']['seed'])
     return out
+
+# %% ../nbs/08_sweep.ipynb #c019
+@dataclass
+class PackageConfig:
+    "Copy the small, book-relevant part of a run into artifacts/runs/ (with a manifest)."
+    run: tyro.conf.Positional[str]  # run folder
+    checkpoints: int = 8  # checkpoints to keep, spread over training (first and last included)
+    out: str | None = None  # destination (default artifacts/runs/{run name})
+
+def package_run(cfg: PackageConfig) -> Path:
+    "Package `cfg.run` into the artifacts folder; returns the destination."
+    import json, shutil
+    run = Path(cfg.run); dest = Path(cfg.out) if cfg.out else artifacts_dir()/'runs'/run.name
+    for f in ('log.parquet', 'config.json', 'atoms.parquet'):
+        if not (run/f).exists(): raise FileNotFoundError(f'{run/f}: missing (train and analyse the run first)')
+    src_manifest = read_manifest(run)
+    ck = checkpoints_of(run)
+    pick = sorted(set(np.linspace(0, len(ck) - 1, min(cfg.checkpoints, len(ck))).round().astype(int)))
+    if dest.exists(): shutil.rmtree(dest)
+    (dest/'checkpoints').mkdir(parents=True)
+    for f in ('log.parquet', 'config.json', 'atoms.parquet', 'maps.safetensors'):
+        if (run/f).exists(): shutil.copy2(run/f, dest/f)
+    for i in pick: shutil.copy2(ck[i][1], dest/'checkpoints'/ck[i][1].name)
+    train_cfg = json.loads((run/'config.json').read_text())
+    write_manifest(dest, command=f'atoms package {run} --checkpoints {cfg.checkpoints}', config=train_cfg, seed=train_cfg['seed'],
+                   source=str(run), source_command=src_manifest.get('command'), source_git_revision=src_manifest.get('git_revision'),
+                   checkpoint_steps=[ck[i][0] for i in pick])
+    return dest

@@ -31,12 +31,13 @@ def time_to_skill(log, target):
 def throughput(cfg, reference: bool, updates: int) -> float:
     tr = open_run(cfg)
     if reference:
-        tr.env = gym.vector.SyncVectorEnv([lambda: PongEnv(cfg.game, stack=cfg.frames, frame_skip=cfg.frame_skip)] * cfg.num_envs)
-        tr.obs, _ = tr.env.reset(seed=cfg.seed)
+        c = tr.cfg
+        tr.env = gym.vector.SyncVectorEnv([lambda: PongEnv(c.game, stack=c.frames, frame_skip=c.frame_skip)] * c.num_envs)
+        tr.obs, _ = tr.env.reset(seed=c.seed)
     for _ in range(3): ac_step(tr)                       # warm-up
     t = time.perf_counter()
     for _ in range(updates): ac_step(tr)
-    return updates * cfg.num_envs * cfg.n_steps / (time.perf_counter() - t)
+    return updates * tr.cfg.num_envs * tr.cfg.n_steps / (time.perf_counter() - t)
 
 
 def main():
@@ -48,6 +49,7 @@ def main():
     ap.add_argument('--dqn', action='store_true', help='also DQN on pong')
     ap.add_argument('--repeats', type=int, default=5, help='throughput measurements per loop')
     ap.add_argument('--updates', type=int, default=40, help='updates per throughput measurement')
+    ap.add_argument('--skip_training', action='store_true', help='only the random-policy and throughput parts')
     a = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -67,6 +69,7 @@ def main():
     mo, mr = statistics.median(ours), statistics.median(ref)
     print(f'ours {mo:,.0f} steps/s, reference {mr:,.0f} steps/s (medians of {a.repeats}), ratio {mo / mr:.2f}x')
 
+    if a.skip_training: return
     print(f'\n## Time to skill >= {a.target:.0%} (budget {a.budget_min:g} min per run)')
     print('| game | algo | time to skill (min) | env steps | steps/s | best skill | wall (min) |')
     print('|---|---|---|---|---|---|---|')
