@@ -8,12 +8,14 @@ import sys
 import tyro
 from .agents import TrainConfig, train
 from .sweep import AnalyseConfig, EvalSetConfig, PackageConfig, analyse, package_run, save_eval_set
+from .dbdt import DBDTConfig, dbdt
 
 # %% auto #0
 __all__ = ['COMMANDS', 'main']
 
 # %% ../nbs/09_cli.ipynb #c004
-COMMANDS = {'train': (TrainConfig, train), 'evalset': (EvalSetConfig, save_eval_set), 'analyse': (AnalyseConfig, analyse), 'package': (PackageConfig, package_run)}
+COMMANDS = {'train': (TrainConfig, train), 'evalset': (EvalSetConfig, save_eval_set), 'analyse': (AnalyseConfig, analyse), 'package': (PackageConfig, package_run),
+            'dbdt': (DBDTConfig, dbdt)}
 
 def main(argv: list[str] | None = None):
     "Entry point of the `atoms` command."
