@@ -171,7 +171,7 @@ def analyse(cfg: AnalyseConfig) -> Path:
             parts.append(checkpoint_atoms(net, obs, labels, objects, step, method=method, mode=mode))
             if step in keep and f'{m}/{step}' not in maps:
                 e = explain(net, obs[:cfg.map_frames], method, mode=mode)
-                maps[f'{m}/{step}'] = torch.as_tensor(combine_maps(e.neuron_relevance, e.pixel_relevance)).to(torch.float16)
+                maps[f'{m}/{step}'] = torch.as_tensor(combine_maps(e.neuron_relevance, e.pixel_relevance))[:, -1].to(torch.float16)
         table = pd.concat([p for p in parts if len(p)], ignore_index=True)
         save_table(table, out)
         if maps: save_weights(maps, maps_path, {'frames': list(range(cfg.map_frames)), 'game': game})
