@@ -451,6 +451,7 @@ def train(cfg: TrainConfig) -> Path:
     "Train (or resume) the run of `cfg`; returns its folder."
     from tqdm.auto import tqdm
     tr = open_run(cfg); cfg = tr.cfg
+    if tr.update >= tr.U and (tr.run/'manifest.json').exists(): return tr.run     # finished already: nothing to do
     step_fn = dqn_step if tr.dqn else ac_step
     bar = tqdm(total=cfg.total_steps, initial=tr.global_step, unit='step', disable=not cfg.progress, mininterval=2,
                desc=f'{cfg.game} {cfg.algo} seed {cfg.seed}', unit_scale=True)

@@ -130,7 +130,14 @@ def write_manifest(folder, command: str | None = None, config: dict | None = Non
     folder = Path(folder)
     files = {p.relative_to(folder).as_posix(): sha256(p) for p in sorted(folder.rglob('*'))
              if p.is_file() and p.name != 'manifest.json' and not p.name.endswith('.tmp')}
-    m = dict(command=command if command is not None else ' '.join(sys.argv), config=config or {}, seed=seed,
+    command = command if command is not None else ' '.join(sys.argv)
+    history = []                                   # earlier commands that wrote into this folder (train, then analyse, ...)
+    if (folder/'manifest.json').exists():
+        try: old = json.loads((folder/'manifest.json').read_text())
+        except json.JSONDecodeError: old = {}
+        history = old.get('history', []) + [dict(command=old.get('command'), git_revision=old.get('git_revision'), created=old.get('created'))]
+        history = [h for h in history if h['command'] != command]
+    m = dict(command=command, config=config or {}, seed=seed, history=history,
              git_revision=git_revision(), created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
              files=files, **extra)
     write_json(folder/'manifest.json', m)

@@ -203,6 +203,7 @@ def package_run(cfg: PackageConfig) -> Path:
     for i in pick: shutil.copy2(ck[i][1], dest/'checkpoints'/ck[i][1].name)
     train_cfg = json.loads((run/'config.json').read_text())
     write_manifest(dest, command=f'atoms package {run} --checkpoints {cfg.checkpoints}', config=train_cfg, seed=train_cfg['seed'],
-                   source=str(run), source_command=src_manifest.get('command'), source_git_revision=src_manifest.get('git_revision'),
+                   source=str(run), source_commands=[h['command'] for h in src_manifest.get('history', [])] + [src_manifest.get('command')],
+                   source_git_revision=src_manifest.get('git_revision'),
                    checkpoint_steps=[ck[i][0] for i in pick])
     return dest
