@@ -15,12 +15,12 @@ from zennit.core import Composite, stabilize
 from zennit.rules import ZPlus, Flat, WSquare, Pass
 from zennit.types import Linear as AnyLinear
 from .nets import PixelNet, Scale
-from .attention import relevant_neurons, object_attention, combine_maps, atoms_rows, atoms_table
+from .attention import relevant_neurons, object_attention, combine_maps, atoms_rows, atoms_table, _label_index
 
 # %% auto #0
 __all__ = ['COMPOSITES', 'METHODS', 'ZPlusFlat', 'make_composite', 'zennit_neuron_relevance', 'zennit_pixel_relevance',
            'zplus_forward', 'zplus_backward', 'fast_neuron_relevance', 'fast_pixel_relevance', 'gradient_maps',
-           'occlusion_maps', 'Explanation', 'explain', 'checkpoint_atoms', 'synthetic_frames']
+           'occlusion_maps', 'Explanation', 'explain', 'fused_inputs', 'checkpoint_atoms', 'synthetic_frames']
 
 # %% ../nbs/04_relevance.ipynb #c005
 class ZPlusFlat(SpecialFirstLayerMapComposite):
@@ -139,15 +139,20 @@ def fast_neuron_relevance(recs: list, out: torch.Tensor, seed: str = 'output') -
     "Pass 1 on the fast path: R_k(x) (X, K) from the head's record."
     return zplus_backward(recs[-1:], _output_seed(out, seed), torch.arange(len(out)))
 
+def _fc_one_hot(recs: list, k: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    "z⁺ through F_c's linear layer of one-hot seeds at neurons `k` of frames `f`: a row of W⁺, no matmul."
+    kind, m, a, den, wp = recs[-2]
+    assert kind == 'zplus' and isinstance(m, nn.Linear), 'F_c must be the last layer of the body'
+    return a[f] * wp[k] / den[f, k].unsqueeze(1)
+
 def fast_pixel_relevance(recs: list, neurons, batch: int = 256) -> torch.Tensor:
     "Pass 2 on the fast path: maps (X, J, *S) of F_c neurons `neurons` (X, J) (-1 = padding, gives zeros)."
     neurons = torch.as_tensor(neurons)
-    K, in_shape = recs[-1][1].in_features, recs[0][2]
-    out = torch.zeros(*neurons.shape, *in_shape[1:])
+    out = torch.zeros(*neurons.shape, *recs[0][2][1:])
     fr, col = torch.nonzero(neurons >= 0, as_tuple=True)                  # only the (frame, neuron) pairs of S
     for a in range(0, len(fr), batch):
         f, c = fr[a:a+batch], col[a:a+batch]
-        out[f, c] = zplus_backward(recs[:-1], F.one_hot(neurons[f, c], K).float(), f)
+        out[f, c] = zplus_backward(recs[:-2], _fc_one_hot(recs, neurons[f, c], f), f)
     return out
 
 # %% ../nbs/04_relevance.ipynb #c014
@@ -254,6 +259,72 @@ def _zennit_action(net, obs, composite, seeds):
     return r.unsqueeze(1)
 
 # %% ../nbs/04_relevance.ipynb #c020
+def _flat_r(m: nn.Module, in_shape) -> int | None:
+    "r = k / s when the Flat first layer tiles the image in s×s blocks (the fused path applies), else None."
+    if not isinstance(m, nn.Conv2d) or m.groups != 1 or m.padding != (0, 0) or m.dilation != (1, 1): return None
+    (k, k2), (s, s2) = m.kernel_size, m.stride
+    if k != k2 or s != s2 or k % s or in_shape[-1] % s or in_shape[-2] % s: return None
+    return k // s
+
+def _block_counts(idx: np.ndarray, G: int, shape, s: int) -> torch.Tensor:
+    "Pixels of each object per s×s block, summed over stacked frames: (X, blocks, G) from object indices (X, P)."
+    C, H, W = shape
+    oh = F.one_hot(torch.as_tensor(idx).reshape(-1, C, H, W), G + 1)[..., :G].sum(1, dtype=torch.float32)
+    return oh.reshape(-1, H // s, s, W // s, s, G).sum((2, 4)).reshape(-1, (H // s) * (W // s), G)
+
+def _second_layer(recs: list):
+    "Per-frame tensor B (X, L, C_out, k·k) that folds the second conv's z⁺ step into the Flat sum, or None if it does not apply."
+    kind, m, a1, den2, w = recs[1]
+    den1 = recs[0][3]
+    if kind != 'zplus' or not isinstance(m, nn.Conv2d) or m.groups != 1 or m.padding != (0, 0) or m.dilation != (1, 1): return None
+    if not bool((den1 == den1.flatten()[0]).all()): return None
+    co, ci, kh, kw = w.shape
+    unf = F.unfold(a1, m.kernel_size, stride=m.stride)                                  # (X, ci·kh·kw, L)
+    return torch.einsum('ocd,xcdl->xlod', w.reshape(co, ci, kh * kw), unf.reshape(len(a1), ci, kh * kw, -1)).contiguous()   # (X, L, C_out, k·k)
+
+def _flat_sum(recs: list, B, R2: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    "t = Σ_c R1_c / z1 at the first layer's output (N, 1, h, w), from the relevance R2 at the second conv's output."
+    kind, m, a1, den2, w = recs[1]
+    den1 = recs[0][3]
+    if B is None: return (zplus_backward(recs[1:2], R2, f) / den1).sum(1, keepdim=True)
+    s2 = (R2 / den2[f]).flatten(2).permute(2, 0, 1).contiguous()                          # (L, N, C_out)
+    v = torch.empty(B.shape[1], len(f), B.shape[-1])                                      # (L, N, k·k)
+    frames, counts = torch.unique_consecutive(f, return_counts=True)
+    i = 0
+    for x, n in zip(frames.tolist(), counts.tolist()):                                    # one batched matmul per frame
+        v[:, i:i+n] = torch.bmm(s2[:, i:i+n], B[x]); i += n
+    return F.fold(v.permute(1, 2, 0), a1.shape[-2:], m.kernel_size, stride=m.stride) / den1.flatten()[0]
+
+def fused_inputs(recs: list, neurons, neuron_relevance, labels, objects: dict, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    "R̄ (X, J, G) and the combined maps (X, *S) of the two-pass z⁺/Flat relevance, without the per-neuron maps."
+    kind, m, in_shape, den1, _ = recs[0]
+    r = _flat_r(m, in_shape)
+    if kind != 'flat' or r is None: raise ValueError('fused_inputs needs a Flat first layer whose receptive fields tile the image')
+    names, idx = _label_index(labels, objects, tuple(in_shape[1:]), in_shape[0])
+    C, H, W = in_shape[1:]
+    s, G, nr = m.stride[0], len(names), torch.as_tensor(neuron_relevance, dtype=torch.float32)
+    counts = _block_counts(idx, G, (C, H, W), s)                                      # (X, B, G)
+    neurons = torch.as_tensor(neurons)
+    X, J = neurons.shape
+    sums, act = torch.zeros(X, J, G), torch.zeros(X, J, G)
+    comb = torch.zeros(X, 1, H // s, W // s)
+    box, B = torch.ones(1, 1, r, r), _second_layer(recs)
+    fr, col = torch.nonzero(neurons >= 0, as_tuple=True)                              # sorted by frame
+    for a in range(0, len(fr), batch):
+        f, c = fr[a:a+batch], col[a:a+batch]
+        R2 = zplus_backward(recs[2:-2], _fc_one_hot(recs, neurons[f, c], f), f)        # relevance at the second conv's output
+        t = _flat_sum(recs, B, R2, f)                                                    # (N, 1, h, w)
+        blk = F.conv2d(F.pad(t, (r - 1,) * 4), box)                                      # value of each s×s block
+        on = F.conv2d(F.pad((t > 0).float(), (r - 1,) * 4), box) > 0                    # block has non-zero relevance
+        sums[f, c] = torch.einsum('nb,nbg->ng', blk.flatten(1), counts[f])
+        act[f, c] = torch.einsum('nb,nbg->ng', on.flatten(1).float(), counts[f])
+        comb.index_add_(0, f, blk * nr[f, c].view(-1, 1, 1, 1))
+    oa = torch.where(act > 0, sums / act.clamp(min=1), 0.).double().numpy()
+    oa[np.broadcast_to((counts.sum(1) == 0).numpy()[:, None, :], oa.shape)] = np.nan     # absent object
+    maps = comb.repeat_interleave(s, 2).repeat_interleave(s, 3).expand(X, C, H, W)
+    return oa, maps.numpy()
+
+# %% ../nbs/04_relevance.ipynb #c023
 def _pad(a: np.ndarray, k: int, fill) -> np.ndarray:
     "`a` (X, K, ...) padded along axis 1 to `k` columns with `fill` (an array broadcastable to one column)."
     if a.shape[1] == k: return a
@@ -261,15 +332,34 @@ def _pad(a: np.ndarray, k: int, fill) -> np.ndarray:
     return np.concatenate([a, pad], 1)
 
 def checkpoint_atoms(net: PixelNet, obs, labels, objects: dict, step: int, method: str = 'lrp', mode: str = 'two_pass',
-                     frames_per_chunk: int = 16, alpha: float = 0.25, outside: str = 'le', **explain_kw):
-    "Every ATOM of `net` on the evaluation set (`obs`, `labels`) as a tidy DataFrame."
+                     frames_per_chunk: int = 16, alpha: float = 0.25, outside: str = 'le', threads: int | None = None, **explain_kw):
+    "Every ATOM of `net` on the evaluation set (`obs`, `labels`) as a tidy DataFrame (fused path for z⁺/Flat two-pass LRP)."
+    if threads is None: return _checkpoint_atoms(net, obs, labels, objects, step, method, mode, frames_per_chunk, alpha, outside, **explain_kw)
+    before = torch.get_num_threads(); torch.set_num_threads(threads)
+    try: return _checkpoint_atoms(net, obs, labels, objects, step, method, mode, frames_per_chunk, alpha, outside, **explain_kw)
+    finally: torch.set_num_threads(before)
+
+def _checkpoint_atoms(net, obs, labels, objects, step, method, mode, frames_per_chunk, alpha, outside, **explain_kw):
+    "`checkpoint_atoms` with the current torch thread setting."
     import pandas as pd
     labels = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if labels.shape != tuple(obs.shape): raise ValueError(f'labels shape {labels.shape} does not match the observations {tuple(obs.shape)}')
+    kw = dict(composite='zplus_flat', backend='auto') | explain_kw
+    fused = (method == 'lrp' and mode == 'two_pass' and kw['composite'] == 'zplus_flat' and kw['backend'] != 'zennit'
+             and _flat_r(_layers(net)[1], obs.shape) is not None)
     nrs, oas, maps = [], [], []
     for a in range(0, len(obs), frames_per_chunk):
-        e = explain(net, obs[a:a+frames_per_chunk], method, mode=mode, **explain_kw)
-        oas.append(object_attention(e.pixel_relevance, labels[a:a+frames_per_chunk], objects))
+        x, lab = obs[a:a+frames_per_chunk], labels[a:a+frames_per_chunk]
+        if fused:
+            recs, out = zplus_forward(net, x)
+            r = fast_neuron_relevance(recs, out, kw.get('seed', 'output'))
+            neurons = _selected(r, kw.get('mass', 0.9))
+            nr = torch.where(neurons >= 0, torch.gather(r, 1, neurons.clamp(min=0)), 0.)
+            oa, m = fused_inputs(recs, neurons, nr, lab, objects, kw.get('batch', 256))
+            oas.append(oa); maps.append(m); nrs.append(nr.numpy().astype(np.float64))
+            continue
+        e = explain(net, x, method, mode=mode, **explain_kw)
+        oas.append(object_attention(e.pixel_relevance, lab, objects))
         nrs.append(e.neuron_relevance.numpy().astype(np.float64))
         maps.append(combine_maps(e.neuron_relevance, e.pixel_relevance))
     k = max(n.shape[1] for n in nrs)
@@ -278,7 +368,7 @@ def checkpoint_atoms(net: PixelNet, obs, labels, objects: dict, step: int, metho
     rows = atoms_rows(nr, oa, list(objects), step, f'{method}_{mode}', np.concatenate(maps), labels, objects, alpha, outside)
     return pd.DataFrame(rows).astype({'step': 'int64', 'value': 'float64'})
 
-# %% ../nbs/04_relevance.ipynb #c022
+# %% ../nbs/04_relevance.ipynb #c025
 def synthetic_frames(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, dict]:
     "`n` stacks (n, 4, 84, 84) of two paddles and a moving ball on black, their labels, and the objects dict."
     rng = np.random.default_rng(seed)

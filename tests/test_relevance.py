@@ -6,7 +6,9 @@ from torch import nn
 
 from atoms.nets import NetConfig, ActorCritic, QNetwork, SMALL, make_net
 from atoms.relevance import (explain, zennit_neuron_relevance, zennit_pixel_relevance, zplus_forward,
-                             fast_neuron_relevance, fast_pixel_relevance, checkpoint_atoms, synthetic_frames, METHODS)
+                             fast_neuron_relevance, fast_pixel_relevance, checkpoint_atoms, synthetic_frames, METHODS,
+                             fused_inputs)
+from atoms.attention import object_attention, combine_maps
 
 TINY = NetConfig(frames=2, size=12, channels=(3, 4), kernels=(4, 3), strides=(2, 1), hidden=6, n_actions=3)
 EPS = 1e-6
@@ -156,3 +158,24 @@ def test_checkpoint_atoms_table():
     assert set(t.method) == {'lrp_two_pass'}
     np.testing.assert_allclose(t.query("metric == 'hierarchical_norm'").value.sum(), 1.0)
     assert t.value.notna().all()
+
+
+@pytest.mark.parametrize('cfg', [SMALL, NetConfig(channels=(8, 16, 16), kernels=(6, 4, 3), strides=(3, 2, 1), hidden=32)])
+def test_fused_atom_inputs_equal_full_maps(cfg):
+    "The block/fold shortcuts of the sweep give the same R̄ and combined maps as the full per-neuron maps."
+    torch.manual_seed(1)
+    net = make_net('actor_critic', cfg).eval()
+    obs, lab, objs = synthetic_frames(5, seed=3)
+    lab[4][lab[4] == 2] = 0                                            # opponent absent from frame 4
+    e = explain(net, obs, seed='softmax')
+    recs, _ = zplus_forward(net, obs)
+    oa, maps = fused_inputs(recs, e.neurons, e.neuron_relevance, lab, objs, batch=9)
+    ref = object_attention(e.pixel_relevance, lab, objs)
+    np.testing.assert_array_equal(np.isnan(oa), np.isnan(ref))
+    assert np.isnan(oa[4, :, 1]).all() and not np.isnan(oa[:4]).any()
+    np.testing.assert_allclose(np.nan_to_num(oa), np.nan_to_num(ref), rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(maps, combine_maps(e.neuron_relevance, e.pixel_relevance), rtol=1e-4, atol=1e-9)
+    t_fused = checkpoint_atoms(net, obs, lab, objs, step=1, seed='softmax', frames_per_chunk=2)
+    t_zennit = checkpoint_atoms(net, obs, lab, objs, step=1, seed='softmax', backend='zennit')
+    pd_equal = np.allclose(t_fused.value, t_zennit.value, rtol=1e-3, atol=1e-7, equal_nan=True)
+    assert pd_equal and (t_fused.object == t_zennit.object).all()
