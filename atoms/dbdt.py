@@ -11,11 +11,11 @@ from typing import Callable, Literal
 import numpy as np, pandas as pd, torch
 import tyro
 from .core import save_table, write_manifest
-from .games import GAMES, GameConfig, PongVectorEnv, object_pixels, pixel_ids
+from .games import GAMES, GameConfig, PongVectorEnv
 
 # %% auto #0
 __all__ = ['TWO_BALL_GAMES', 'fold', 'face_x', 'history_ticks', 'intercepts', 'SceneSpec', 'check_spec', 'make_scenes',
-           'stack_labels', 'oracle_agent', 'random_agent', 'net_agent', 'run_trials', 'dbdt_trials', 'wilson',
+           'start_scenes', 'oracle_agent', 'random_agent', 'net_agent', 'run_trials', 'dbdt_trials', 'wilson',
            'summarise', 'trial_attention', 'attention_behaviour', 'dbdt_chart', 'DBDTConfig', 'find_checkpoint', 'dbdt']
 
 # %% ../nbs/07_dbdt.ipynb #c005
@@ -66,60 +66,44 @@ def check_spec(spec: SceneSpec, cfg: GameConfig):
     if not 0 <= spec.margin < L/2: bad('margin', f'must be in [0, {L/2}), got {spec.margin}')
     if spec.separation[0] < cfg.ball_size: bad('separation', f'balls {spec.separation[0]} px apart overlap at the paddle (ball size {cfg.ball_size})')
     if spec.separation[1] > L - 2*spec.margin: bad('separation', f'{spec.separation[1]} px does not fit in the field (at most {L - 2*spec.margin})')
+    if spec.gap[0] * cfg.ball_vx < cfg.ball_size: bad('gap', f'balls {spec.gap[0]} tick(s) apart overlap at launch (ball size {cfg.ball_size})')
     far = face_x(cfg) - (spec.arrival[1] + spec.gap[1] - 0.5) * cfg.ball_vx - history_ticks(cfg) * cfg.ball_vx
     if far < cfg.paddle_margin + cfg.paddle_w:
         bad('arrival', f'a ball arriving after {spec.arrival[1] + spec.gap[1]} ticks (arrival + gap) starts, with its '
-            f'{history_ticks(cfg)} ticks of history, behind the opponent\'s paddle (x = {far:.1f}); lower arrival or gap')
+            f'{history_ticks(cfg)} ticks of warm-up, behind the opponent\'s paddle (x = {far:.1f}); lower arrival or gap')
     if spec.agent_y not in ('random', 'centre'): bad('agent_y', f"must be 'random' or 'centre', got {spec.agent_y!r}")
 
 # %% ../nbs/07_dbdt.ipynb #c013
-def _place(rng, n, spec, cfg, T):
-    "Interception points (n, 2), start heights and vertical speeds of the balls, for crossing ticks `T` (n, 2)."
-    L = cfg.size - cfg.ball_size
-    sep = rng.uniform(*spec.separation, n)
-    top = rng.uniform(spec.margin, L - spec.margin - sep)
-    upper = rng.integers(0, 2, n)
-    Y = np.where(upper[:, None] == np.arange(2), top[:, None], (top + sep)[:, None])
-    v = rng.uniform(*spec.vy, (n, 2)) * rng.choice([-1., 1.], (n, 2))     # vertical speed at the plane
-    y0, sign = fold(Y - v * T, L)
-    return Y, upper, sep, y0, v * sign
-
-def make_scenes(n: int, cfg: GameConfig, spec: SceneSpec = SceneSpec(), seed: int = 0, max_tries: int = 1000) -> tuple[dict, pd.DataFrame]:
-    "`n` seeded two-ball scenes for game `cfg`: the scene dict (for `reset(options={'scene': ...})`) and a table of what was drawn."
+def make_scenes(n: int, cfg: GameConfig, spec: SceneSpec = SceneSpec(), seed: int = 0) -> tuple[dict, pd.DataFrame]:
+    "`n` seeded two-ball scenes (states at launch) for game `cfg`: the scene dict and a table of what was drawn."
     check_spec(spec, cfg)
     if n < 1: raise ValueError(f'n (number of scenes) must be >= 1, got {n}')
     rng, L, H, vx = np.random.default_rng(seed), cfg.size - cfg.ball_size, history_ticks(cfg), cfg.ball_vx
-    first = rng.integers(0, 2, n)
+    first, upper = rng.integers(0, 2, n), rng.integers(0, 2, n)
     t1 = rng.integers(spec.arrival[0], spec.arrival[1] + 1, n); t2 = t1 + rng.integers(spec.gap[0], spec.gap[1] + 1, n)
     T = np.where(first[:, None] == np.arange(2), t1[:, None], t2[:, None]).astype(float)
-    x0 = face_x(cfg) - (T - 0.5) * vx                      # crosses the plane at tick T exactly
-    Y, upper, sep, y0, vy = _place(rng, n, spec, cfg, T)
-    for _ in range(max_tries):
-        past = y0 - H * vy
-        bad = ((past < 0) | (past > L)).any(1) | ((np.abs(np.diff(x0, axis=1)[:, 0]) < cfg.ball_size) & (np.abs(np.diff(y0, axis=1)[:, 0]) < cfg.ball_size))
-        if not bad.any(): break
-        k = int(bad.sum()); Y[bad], upper[bad], sep[bad], y0[bad], vy[bad] = _place(rng, k, spec, cfg, T[bad])
-    else: raise ValueError(f'make_scenes: no valid placement for {int(bad.sum())} scene(s) after {max_tries} tries; widen SceneSpec.vy or separation')
+    sep = rng.uniform(*spec.separation, n)
+    top = rng.uniform(spec.margin, L - spec.margin - sep)                    # interception point of the upper ball
+    Y = np.where(upper[:, None] == np.arange(2), top[:, None], (top + sep)[:, None])
+    v = rng.uniform(*spec.vy, (n, 2)) * rng.choice([-1., 1.], (n, 2))       # vertical speed at the plane
+    y0, sign = fold(Y - v * (T + H), L)                                      # unfold back to launch, fold
     agent_y = (rng.uniform(0, cfg.size - cfg.paddle_h, n) if spec.agent_y == 'random' else np.full(n, (cfg.size - cfg.paddle_h) / 2))
-    scene = dict(agent_y=agent_y, opponent_y=np.full(n, (cfg.size - cfg.paddle_h) / 2), ball_x=x0, ball_y=y0,
-                 ball_vx=np.full((n, 2), vx), ball_vy=vy)
+    scene = dict(agent_y=agent_y, opponent_y=np.full(n, (cfg.size - cfg.paddle_h) / 2), ball_x=face_x(cfg) - (T + H - 0.5) * vx,
+                 ball_y=y0, ball_vx=np.full((n, 2), vx), ball_vy=v * sign)    # crosses the plane at tick T after the warm-up
     meta = pd.DataFrame({'trial': np.arange(n), 'first': first, 'upper': upper, 'ticks_0': T[:, 0].astype(int), 'ticks_1': T[:, 1].astype(int),
                          'intercept_0': Y[:, 0], 'intercept_1': Y[:, 1], 'separation': sep, 'agent_y0': agent_y})
     return scene, meta
 
-# %% ../nbs/07_dbdt.ipynb #c018
-def stack_labels(env: PongVectorEnv) -> np.ndarray:
-    "Label images (N, stack, S, S) of every frame of the current observation stacks, balls drawn at their past positions."
-    e, c = env.engine, env.cfg
-    N, S, bs = env.num_envs, c.size, c.ball_size
-    out = np.zeros((N, c.stack, S * S), np.uint8); ids, rows = pixel_ids(c), np.arange(N)[:, None]
-    for k in range(c.stack):
-        back = (c.stack - 1 - k) * c.frame_skip
-        bx, by = (np.clip(a - back * v, 0, S - bs) for a, v in ((e.ball_x, e.ball_vx), (e.ball_y, e.ball_vy)))
-        out[:, k][rows, object_pixels(e, None, bx, by)] = ids
-    return out.reshape(N, c.stack, S, S)
+def start_scenes(env: PongVectorEnv, scene: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    "Launch `scene` in every game and play `stack - 1` steps with the paddle still: the first observation and its labels (N, stack, S, S)."
+    obs, info = env.reset(seed=seed, options={'scene': scene})
+    labs = [info['labels'].copy()]
+    for _ in range(env.cfg.stack - 1):
+        obs, *_, info = env.step(np.zeros(env.num_envs, np.int64))
+        labs.append(info['labels'].copy())
+    return obs.copy(), np.stack(labs, 1)
 
-# %% ../nbs/07_dbdt.ipynb #c021
+# %% ../nbs/07_dbdt.ipynb #c018
 from .agents import greedy, random_policy
 
 def oracle_agent(ball: int | Literal['first'] = 0, deadband: float = 3.0):
@@ -150,15 +134,15 @@ def net_agent(net, mode: Literal['greedy', 'sample'] = 'greedy', seed: int = 0):
     pol = lambda o: torch.multinomial(torch.softmax(net.decision(o).float(), -1), 1, generator=g).squeeze(1)
     return lambda env: pol
 
-# %% ../nbs/07_dbdt.ipynb #c024
+# %% ../nbs/07_dbdt.ipynb #c021
 @torch.no_grad()
 def run_trials(policy, env: PongVectorEnv, scene: dict, seed: int = 0, tail: float = 0.5) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     "Play one scene per game of `env` with `policy`; per-trial measures, the first observations and their label stacks."
     if not 0 < tail <= 1: raise ValueError(f'tail must be in (0, 1], got {tail}')
     c, e, N = env.cfg, env.engine, env.num_envs
-    obs, _ = env.reset(seed=seed, options={'scene': scene})
-    if not (e.ball_vx > 0).all(): raise ValueError('run_trials: every ball of a DBDT scene must move towards the agent (ball_vx > 0)')
-    obs0, lab0 = obs.copy(), stack_labels(env)
+    if not (np.asarray(scene.get('ball_vx', 0.)) > 0).all(): raise ValueError('run_trials: every ball of a DBDT scene must move towards the agent (ball_vx > 0)')
+    obs0, lab0 = start_scenes(env, scene, seed)
+    obs = obs0.copy()
     Y = intercepts(e)
     arrive = np.ceil(np.ceil((face_x(c) - e.ball_x) / e.ball_vx) / c.frame_skip).astype(int)   # agent step of each crossing
     limit = int(arrive.max()) + int(np.ceil((c.size - face_x(c)) / c.ball_vx / c.frame_skip)) + 2
@@ -185,7 +169,7 @@ def run_trials(policy, env: PongVectorEnv, scene: dict, seed: int = 0, tail: flo
                        'arrive_step_0': arrive[:, 0], 'arrive_step_1': arrive[:, 1]})
     return df, obs0, lab0
 
-# %% ../nbs/07_dbdt.ipynb #c028
+# %% ../nbs/07_dbdt.ipynb #c025
 def dbdt_trials(agent: Callable,                 # env -> policy (see `oracle_agent`, `random_agent`, `net_agent`)
                 game: str = 'pong-2balls',       # two-ball game that renders the scenes
                 trials: int = 200,               # number of trials (scenes)
@@ -212,7 +196,7 @@ def dbdt_trials(agent: Callable,                 # env -> policy (see `oracle_ag
     df.insert(0, 'game', game)
     return df, np.concatenate(obs), np.concatenate(labs)
 
-# %% ../nbs/07_dbdt.ipynb #c031
+# %% ../nbs/07_dbdt.ipynb #c028
 def wilson(k, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
     "Wilson score interval (lo, hi) of the proportion k/n; NaN where n = 0."
     k, n = np.asarray(k, float), np.asarray(n, float)
@@ -244,7 +228,7 @@ def summarise(df: pd.DataFrame, by=('agent', 'game'), z: float = 1.96) -> pd.Dat
             rows.append({**dict(zip(by, key)), 'measure': m, 'k': k, 'n': n, 'rate': k / n if n else np.nan, 'lo': float(lo), 'hi': float(hi)})
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_dbdt.ipynb #c034
+# %% ../nbs/07_dbdt.ipynb #c031
 def trial_attention(net,                          # the agent's network
                     obs: np.ndarray,              # first observation stacks (X, stack, S, S)
                     labels: np.ndarray,           # their label stacks (same shape)
@@ -267,7 +251,7 @@ def trial_attention(net,                          # the agent's network
         rows.append({f'{m}_{s}': float(v[(m, b)]) for m in metrics for s, b in zip('ab', balls)})
     return pd.DataFrame(rows)
 
-# %% ../nbs/07_dbdt.ipynb #c038
+# %% ../nbs/07_dbdt.ipynb #c035
 def attention_behaviour(df: pd.DataFrame, metric: str = 'hierarchical_norm', n_boot: int = 2000, seed: int = 0,
                         level: float = 0.95) -> dict:
     "Point-biserial correlation (with bootstrap interval and p-value) of ball-A-minus-B attention with following ball A."
@@ -289,7 +273,7 @@ def attention_behaviour(df: pd.DataFrame, metric: str = 'hierarchical_norm', n_b
     lo, hi = np.nanquantile(rb, [(1 - level) / 2, (1 + level) / 2])
     return out | dict(r=float(r), lo=float(lo), hi=float(hi), p=float(p))
 
-# %% ../nbs/07_dbdt.ipynb #c042
+# %% ../nbs/07_dbdt.ipynb #c039
 def dbdt_chart(summary: pd.DataFrame, measures=('follows_a', 'follows_first', 'returns_a', 'returns_first'), width: int = 110):
     "Altair bar chart of DBDT rates per agent (colour) and measure (column), scene game as rows, with Wilson intervals."
     import altair as alt
@@ -308,7 +292,7 @@ def dbdt_chart(summary: pd.DataFrame, measures=('follows_a', 'follows_first', 'r
             .facet(column=alt.Column('measure:N', sort=list(measures), title=None),
                    row=alt.Row('game:N', title='scenes rendered in')))
 
-# %% ../nbs/07_dbdt.ipynb #c044
+# %% ../nbs/07_dbdt.ipynb #c041
 TWO_BALL_GAMES = tuple(g for g in GAMES if GameConfig(g).n_balls == 2)
 
 @dataclass

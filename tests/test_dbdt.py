@@ -1,0 +1,207 @@
+"DBDT: oracle and random agents, bad scene specs, reproducibility, interception geometry, CIs, the `atoms dbdt` command."
+from dataclasses import replace
+import numpy as np, pandas as pd, pytest, torch
+from scipy.stats import binomtest, norm, pearsonr
+from atoms.agents import TrainConfig, net_config, save_checkpoint
+from atoms.core import load_table, verify_artifact
+from atoms.dbdt import (SceneSpec, attention_behaviour, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
+                        oracle_agent, random_agent, run_trials, start_scenes, summarise, wilson, TWO_BALL_GAMES)
+from atoms.games import GameConfig, PongVectorEnv
+from atoms.nets import make_net
+
+CFG = GameConfig('pong-2balls', frame_skip=2)
+
+
+def rates(df):
+    return summarise(df.assign(agent='x')).set_index('measure').rate
+
+
+# --- the test measures what it should -----------------------------------------------------------------
+
+@pytest.mark.parametrize('game', TWO_BALL_GAMES)
+def test_oracle_follows_its_ball(game):
+    r = rates(dbdt_trials(oracle_agent(0), game, trials=300, seed=3)[0])
+    assert r['follows_a'] >= 0.95 and r['returns_a'] >= 0.9 and r['returns_b'] <= 0.05
+    r = rates(dbdt_trials(oracle_agent(1), game, trials=300, seed=3)[0])
+    assert r['follows_a'] <= 0.05
+    r = rates(dbdt_trials(oracle_agent('first'), game, trials=300, seed=3)[0])
+    assert r['follows_first'] >= 0.95 and 0.35 <= r['follows_a'] <= 0.65     # order and identity are independent
+
+
+def test_random_agent_is_at_chance():
+    df = dbdt_trials(random_agent(5), 'pong-2balls-target', trials=600, seed=1)[0]
+    s = summarise(df.assign(agent='random')).set_index('measure')
+    for m in ('follows_a', 'follows_first', 'follows_upper'):
+        assert s.loc[m, 'lo'] < 0.5 < s.loc[m, 'hi'], (m, s.loc[m].to_dict())
+    assert s.loc['follows_a', 'n'] >= 590                                    # ties are rare
+
+
+def test_scene_draws_are_balanced_and_unconfounded():
+    _, meta = make_scenes(4000, CFG, seed=0)
+    tab = pd.crosstab(meta['first'], meta['upper'], normalize=True).to_numpy()
+    np.testing.assert_allclose(tab, 0.25, atol=0.02)
+    assert (meta.ticks_0 != meta.ticks_1).all()
+    lo, hi = SceneSpec().separation
+    assert meta.separation.between(lo, hi).all()
+
+
+# --- bad input ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('spec, msg', [
+    (SceneSpec(separation=(0.5, 10.)), 'overlap at the paddle'),
+    (SceneSpec(separation=(20., 100.)), 'does not fit in the field'),
+    (SceneSpec(arrival=(30, 40)), "behind the opponent's paddle"),
+    (SceneSpec(gap=(0, 3)), 'strictly first'),
+    (SceneSpec(vy=(-1., 1.)), 'speed magnitude'),
+    (SceneSpec(arrival=(10.5, 12)), 'whole ticks'),
+    (SceneSpec(separation=(30., 20.)), 'lo <= hi'),
+])
+def test_bad_specs_fail_clearly(spec, msg):
+    with pytest.raises(ValueError, match=msg): check_spec(spec, CFG)
+    with pytest.raises(ValueError, match=msg): dbdt_trials(oracle_agent(0), trials=4, spec=spec)
+
+
+def test_bad_scenes_fail_clearly():
+    scene, _ = make_scenes(2, CFG, seed=0)
+    env = PongVectorEnv(2, config=CFG)
+    overlap = {k: v.copy() for k, v in scene.items()}; overlap['ball_x'][0] = 40.; overlap['ball_y'][0] = 30.
+    with pytest.raises(ValueError, match='the two balls overlap'): run_trials(oracle_agent(0)(env), env, overlap)
+    outside = {k: v.copy() for k, v in scene.items()}; outside['ball_x'][1, 1] = -3.
+    with pytest.raises(ValueError, match='ball must lie in'): run_trials(oracle_agent(0)(env), env, outside)
+    away = {k: v.copy() for k, v in scene.items()}; away['ball_vx'][0, 0] = -2.
+    with pytest.raises(ValueError, match='towards the agent'): run_trials(oracle_agent(0)(env), env, away)
+    with pytest.raises(ValueError, match='two-ball game'): dbdt_trials(oracle_agent(0), 'pong', trials=2)
+    with pytest.raises(ValueError, match='unknown game'): dbdt_trials(oracle_agent(0), 'tennis', trials=2)
+
+
+# --- reproducibility --------------------------------------------------------------------------------------
+
+def test_same_seed_same_results_any_batching():
+    a = dbdt_trials(random_agent(0), trials=120, seed=7, num_envs=120)[0]
+    b = dbdt_trials(random_agent(0), trials=120, seed=7, num_envs=120)[0]
+    pd.testing.assert_frame_equal(a, b)
+    c = dbdt_trials(random_agent(0), trials=120, seed=8, num_envs=120)[0]
+    assert not a[['intercept_0', 'intercept_1']].equals(c[['intercept_0', 'intercept_1']])
+    o1 = dbdt_trials(oracle_agent(0), trials=50, seed=2, num_envs=50)[0]
+    o2 = dbdt_trials(oracle_agent(0), trials=50, seed=2, num_envs=7)[0]
+    pd.testing.assert_frame_equal(o1, o2)
+
+
+def test_sampling_policy_reproducible():
+    torch.manual_seed(0); net = make_net('actor_critic', net_config(TrainConfig()))
+    a = dbdt_trials(net_agent(net, 'sample', seed=1), trials=40, seed=0)[0]
+    b = dbdt_trials(net_agent(net, 'sample', seed=1), trials=40, seed=0)[0]
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(ValueError, match="mode must be 'greedy' or 'sample'"): net_agent(net, 'argmax')
+
+
+# --- geometry ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('frame_skip', [1, 2, 3])
+def test_intercepts_match_the_engine(frame_skip):
+    "Predicted interception points equal the height at which the engine moves each ball across the paddle plane."
+    cfg = GameConfig('pong-2balls', frame_skip=1)
+    n = 40; rng = np.random.default_rng(frame_skip)
+    env = PongVectorEnv(n, config=cfg); env.reset(seed=0)
+    e = env.engine
+    env.set_scene(ball_x=np.stack([rng.uniform(5, 35, n), rng.uniform(40, 70, n)], 1), ball_y=rng.uniform(0, 82, (n, 2)),
+                  ball_vx=2.0, ball_vy=rng.uniform(-2.5, 2.5, (n, 2)), agent_y=rng.uniform(0, 72, n))
+    pred, seen = intercepts(e), np.full((n, 2), np.nan)
+    for _ in range(50):
+        x0, vx0 = e.ball_x.copy(), e.ball_vx.copy()
+        env.step(rng.integers(0, 3, n))
+        crossed = np.isnan(seen) & (vx0 > 0) & (x0 <= face_x(cfg)) & ((e.ball_x > face_x(cfg)) | (e.ball_vx < 0))
+        seen[crossed] = e.ball_y[crossed]
+    assert not np.isnan(seen).any()
+    np.testing.assert_allclose(pred, seen, atol=1e-9)
+
+
+@pytest.mark.parametrize('frame_skip', [1, 2, 3])
+def test_scenes_cross_when_and_where_drawn(frame_skip):
+    cfg = GameConfig('pong-2balls-target', frame_skip=frame_skip)
+    spec = SceneSpec(arrival=(6, 12), gap=(2, 6))
+    scene, meta = make_scenes(64, cfg, spec, seed=4)
+    env = PongVectorEnv(64, config=cfg); obs, labels = start_scenes(env, scene)
+    np.testing.assert_allclose(intercepts(env.engine), meta[['intercept_0', 'intercept_1']].to_numpy(), atol=1e-9)
+    ticks = np.ceil((face_x(cfg) - env.engine.ball_x) / env.engine.ball_vx)
+    np.testing.assert_array_equal(ticks, meta[['ticks_0', 'ticks_1']].to_numpy())
+    np.testing.assert_array_equal(cfg.greys[labels], obs)                     # labels of every stacked frame
+    df = dbdt_trials(oracle_agent(0), cfg.game, 64, 4, spec, frame_skip=frame_skip)[0]
+    np.testing.assert_array_equal(df.arrive_step_0, np.ceil(meta.ticks_0 / frame_skip))
+
+
+# --- statistics ------------------------------------------------------------------------------------------------
+
+def test_wilson_matches_scipy():
+    for k, n in [(0, 10), (3, 10), (50, 200), (200, 200)]:
+        ci = binomtest(k, n).proportion_ci(method='wilson')
+        np.testing.assert_allclose(wilson(k, n, z=norm.ppf(0.975)), (ci.low, ci.high), atol=1e-9)
+
+
+def test_attention_behaviour_is_pearson_of_difference():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    df = pd.DataFrame({'m_a': x + 1, 'm_b': 1.0, 'followed': (rng.random(300) > 1 / (1 + np.exp(-2 * x))).astype(int)})
+    r = attention_behaviour(df, 'm', n_boot=500)
+    assert r['r'] == pytest.approx(pearsonr(x, (df.followed == 0).astype(float))[0])
+    assert r['lo'] < r['r'] < r['hi'] and r['lo'] > 0
+    assert r['n'] == 300 and r['diff_when_a'] > r['diff_when_b']
+    assert np.isnan(attention_behaviour(df.assign(followed=1), 'm')['r'])
+    ties = df.assign(followed=np.where(np.arange(300) < 100, -1, df.followed))
+    assert attention_behaviour(ties, 'm')['n'] == 200
+
+
+# --- the command --------------------------------------------------------------------------------------------------
+
+def _run_folder(tmp_path, **cfg):
+    tc = TrainConfig(game='pong-2balls-target', **cfg)
+    torch.manual_seed(0); net = make_net('actor_critic', net_config(tc))
+    run = tmp_path/'pong-2balls-target__a2c__1'
+    for step in (0, 4000):
+        save_checkpoint(net, run/'checkpoints'/f'step_{step:09d}.safetensors', step, tc)
+    return run
+
+
+def test_cli_writes_tables_and_manifest(tmp_path, capsys):
+    from atoms.cli import main
+    run = _run_folder(tmp_path, frames=2, frame_skip=3)
+    main(['dbdt', str(run), '--trials', '10', '--num_envs', '4', '--no-progress', '--games', 'pong-2balls-target'])
+    out = run/'dbdt'
+    assert capsys.readouterr().out.strip() == str(out)
+    m = verify_artifact(out)
+    assert sorted(m['files']) == ['dbdt.parquet', 'dbdt_attention.parquet', 'dbdt_summary.parquet']
+    assert m['step'] == 4000 and m['checkpoint'].endswith('step_000004000.safetensors') and m['seed'] == 0
+    df = load_table(out/'dbdt.parquet')
+    assert len(df) == 10 and set(df.agent) == {'pong-2balls-target__a2c__1@4000'}
+    assert {'hierarchical_norm_a', 'share_pos_b', 'followed', 'returned_0'} <= set(df.columns)
+    np.testing.assert_array_equal(df.arrive_step_0, np.ceil(df.ticks_0 / 3))        # the run's frame_skip
+    s = load_table(out/'dbdt_summary.parquet')
+    assert set(s.measure) >= {'follows_a', 'follows_first', 'returns_a'} and (s.n <= 10).all()
+    assert set(load_table(out/'dbdt_attention.parquet').metric) == {'hierarchical_norm', 'share_pos'}
+
+
+def test_cli_reproducible_and_first_checkpoint(tmp_path):
+    from atoms.cli import main
+    run = _run_folder(tmp_path)
+    args = ['dbdt', str(run), '--trials', '8', '--no-progress', '--no-attention', '--checkpoint', 'first', '--out']
+    main(args + [str(tmp_path/'a')]); main(args + [str(tmp_path/'b')])
+    a, b = load_table(tmp_path/'a'/'dbdt.parquet'), load_table(tmp_path/'b'/'dbdt.parquet')
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a.step) == {0} and len(a) == 16 and not (tmp_path/'a'/'dbdt_attention.parquet').exists()
+
+
+@pytest.mark.parametrize('args, msg', [(['--checkpoint', '7'], 'no checkpoint at step 7'),
+                                       (['--checkpoint', 'latest'], "checkpoint must be 'last'"),
+                                       (['--trials', '0'], 'trials and num_envs must be >= 1'),
+                                       (['--scene.gap', '0', '2'], 'strictly first')])
+def test_cli_bad_input(tmp_path, capsys, args, msg):
+    from atoms.cli import main
+    run = _run_folder(tmp_path)
+    with pytest.raises(SystemExit) as e: main(['dbdt', str(run), '--no-progress', '--no-attention'] + args)
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_cli_missing_run(tmp_path, capsys):
+    from atoms.cli import main
+    with pytest.raises(SystemExit): main(['dbdt', str(tmp_path/'nope'), '--no-progress'])
+    assert 'no checkpoints' in capsys.readouterr().err
