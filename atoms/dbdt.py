@@ -7,10 +7,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 import numpy as np, pandas as pd, torch
 import tyro
-from .core import save_table, write_manifest
+from .core import ArtifactError, save_table, write_manifest
 from .games import GAMES, GameConfig, PongVectorEnv
 
 # %% auto #0
@@ -298,7 +298,7 @@ TWO_BALL_GAMES = tuple(g for g in GAMES if GameConfig(g).n_balls == 2)
 @dataclass
 class DBDTConfig:
     "Dual Ball Discrimination Test of one checkpoint of a run; writes dbdt.parquet, summaries and a manifest to {run}/dbdt/."
-    run: tyro.conf.Positional[str]  # run folder, e.g. runs/pong-2balls-target__a2c__1
+    run: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar='RUN')]  # run folder, e.g. runs/pong-2balls-target__a2c__1
     checkpoint: str = 'last'  # 'last', 'first', an env step (e.g. 1500000), or a path to a .safetensors file
     trials: int = 200  # trials (scenes) per scene game
     seed: int = 0  # seed of the scenes: the same seed gives every agent the same scenes
@@ -345,7 +345,8 @@ def dbdt(cfg: DBDTConfig) -> Path:
     if not cfg.games or any(g not in TWO_BALL_GAMES for g in cfg.games): raise ValueError(f'DBDTConfig.games: choose from {TWO_BALL_GAMES}, got {cfg.games}')
     torch.set_num_threads(cfg.threads)
     ck = find_checkpoint(cfg.run, cfg.checkpoint)
-    net, meta = load_checkpoint(ck)
+    try: net, meta = load_checkpoint(ck)
+    except ArtifactError as e: raise ValueError(str(e)) from e       # one clear line from the command
     tc = meta.get('config', {})
     frames, fs = int(tc.get('frames', net.cfg.frames)), int(tc.get('frame_skip', 1))
     info = dict(agent=f'{Path(cfg.run).name}@{meta["step"]}', agent_game=tc.get('game', '?'), algo=tc.get('algo', '?'), step=int(meta['step']))

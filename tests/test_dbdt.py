@@ -205,3 +205,11 @@ def test_cli_missing_run(tmp_path, capsys):
     from atoms.cli import main
     with pytest.raises(SystemExit): main(['dbdt', str(tmp_path/'nope'), '--no-progress'])
     assert 'no checkpoints' in capsys.readouterr().err
+
+
+def test_cli_corrupt_checkpoint(tmp_path, capsys):
+    from atoms.cli import main
+    run = _run_folder(tmp_path)
+    (run/'checkpoints'/'step_000004000.safetensors').write_bytes(b'not a checkpoint')
+    with pytest.raises(SystemExit) as e: main(['dbdt', str(run), '--no-progress'])
+    assert e.value.code == 2 and 'step_000004000.safetensors' in capsys.readouterr().err
