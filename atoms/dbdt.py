@@ -16,7 +16,8 @@ from .games import GAMES, GameConfig, PongVectorEnv
 # %% auto #0
 __all__ = ['TWO_BALL_GAMES', 'fold', 'face_x', 'history_ticks', 'intercepts', 'SceneSpec', 'check_spec', 'make_scenes',
            'start_scenes', 'oracle_agent', 'random_agent', 'net_agent', 'run_trials', 'dbdt_trials', 'wilson',
-           'summarise', 'trial_attention', 'attention_behaviour', 'dbdt_chart', 'DBDTConfig', 'find_checkpoint', 'dbdt']
+           'summarise', 'trial_attention', 'attention_behaviour', 'logistic_fit', 'attention_logit', 'dbdt_chart',
+           'DBDTConfig', 'find_checkpoint', 'dbdt']
 
 # %% ../nbs/07_dbdt.ipynb #c005
 def fold(u, L: float) -> tuple[np.ndarray, np.ndarray]:
@@ -274,6 +275,39 @@ def attention_behaviour(df: pd.DataFrame, metric: str = 'hierarchical_norm', n_b
     return out | dict(r=float(r), lo=float(lo), hi=float(hi), p=float(p))
 
 # %% ../nbs/07_dbdt.ipynb #c039
+def logistic_fit(X: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-10, max_coef: float = 30.) -> tuple[np.ndarray, np.ndarray, bool]:
+    "Maximum-likelihood logistic regression of `y` (0/1) on `X` (with its own intercept column): coefficients, standard errors, converged."
+    X, y = np.asarray(X, float), np.asarray(y, float)
+    b = np.zeros(X.shape[1])
+    for _ in range(max_iter):
+        p = 1 / (1 + np.exp(-(X @ b)))
+        H = (X * (p * (1 - p))[:, None]).T @ X
+        try: step = np.linalg.solve(H, X.T @ (y - p))
+        except np.linalg.LinAlgError: return np.full_like(b, np.nan), np.full_like(b, np.nan), False
+        b = b + step
+        if np.abs(b).max() > max_coef: break                       # separation: the likelihood has no maximum
+        if np.abs(step).max() < tol:
+            p = 1 / (1 + np.exp(-(X @ b)))
+            cov = np.linalg.pinv((X * (p * (1 - p))[:, None]).T @ X)
+            return b, np.sqrt(np.diag(cov)), True
+    return np.full_like(b, np.nan), np.full_like(b, np.nan), False
+
+def attention_logit(df: pd.DataFrame, metric: str = 'hierarchical_norm', controls=('first', 'upper', 'nearest'), z: float = 1.96) -> dict:
+    "Logistic regression of following ball A on the standardised attention difference, controlling for order and position."
+    from scipy.stats import norm
+    need = [f'{metric}_a', f'{metric}_b', 'followed', *controls]
+    miss = [c for c in need if c not in df.columns]
+    if miss: raise ValueError(f'attention_logit: column(s) {miss} missing')
+    d = df[df.followed >= 0]
+    x = (d[f'{metric}_a'] - d[f'{metric}_b']).to_numpy(float)
+    out = dict(metric=metric, n=len(d), coef=np.nan, lo=np.nan, hi=np.nan, p=np.nan, converged=False)
+    if len(d) < len(controls) + 3 or x.std() == 0: return out
+    X = np.column_stack([np.ones(len(d)), (x - x.mean()) / x.std()] + [(d[c].to_numpy() == 0) - 0.5 for c in controls])
+    b, se, ok = logistic_fit(X, (d.followed == 0).to_numpy(float))
+    if not ok: return out
+    return out | dict(coef=float(b[1]), lo=float(b[1] - z*se[1]), hi=float(b[1] + z*se[1]), p=float(2 * norm.sf(abs(b[1] / se[1]))), converged=True)
+
+# %% ../nbs/07_dbdt.ipynb #c043
 def dbdt_chart(summary: pd.DataFrame, measures=('follows_a', 'follows_first', 'returns_a', 'returns_first'), width: int = 110):
     "Altair bar chart of DBDT rates per agent (colour) and measure (column), scene game as rows, with Wilson intervals."
     import altair as alt
@@ -292,7 +326,7 @@ def dbdt_chart(summary: pd.DataFrame, measures=('follows_a', 'follows_first', 'r
             .facet(column=alt.Column('measure:N', sort=list(measures), title=None),
                    row=alt.Row('game:N', title='scenes rendered in')))
 
-# %% ../nbs/07_dbdt.ipynb #c041
+# %% ../nbs/07_dbdt.ipynb #c045
 TWO_BALL_GAMES = tuple(g for g in GAMES if GameConfig(g).n_balls == 2)
 
 @dataclass
@@ -358,7 +392,9 @@ def dbdt(cfg: DBDTConfig) -> Path:
             objs = {k: v for k, v in GameConfig(g).labels.items() if k != 'background'}
             att = trial_attention(net, obs, lab, objs, cfg.method, progress=cfg.progress)
             df = pd.concat([df, att], axis=1)
-            corr += [dict(game=g, **info, **attention_behaviour(df, m, seed=cfg.seed)) for m in ('hierarchical_norm', 'share_pos')]
+            corr += [dict(game=g, **info, **attention_behaviour(df, m, seed=cfg.seed),
+                          **{f'logit_{k}': v for k, v in attention_logit(df, m).items() if k not in ('metric', 'n')})
+                     for m in ('hierarchical_norm', 'share_pos')]
         trials.append(df); summaries.append(summarise(df))
     out = Path(cfg.out) if cfg.out else Path(cfg.run)/'dbdt'
     out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ import numpy as np, pandas as pd, pytest, torch
 from scipy.stats import binomtest, norm, pearsonr
 from atoms.agents import TrainConfig, net_config, save_checkpoint
 from atoms.core import load_table, verify_artifact
-from atoms.dbdt import (SceneSpec, attention_behaviour, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
+from atoms.dbdt import (SceneSpec, attention_behaviour, attention_logit, logistic_fit, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
                         oracle_agent, random_agent, run_trials, start_scenes, summarise, wilson, TWO_BALL_GAMES)
 from atoms.games import GameConfig, PongVectorEnv
 from atoms.nets import make_net
@@ -151,6 +151,31 @@ def test_attention_behaviour_is_pearson_of_difference():
     assert attention_behaviour(ties, 'm')['n'] == 200
 
 
+def test_logistic_fit_matches_direct_maximisation():
+    from scipy.optimize import minimize
+    rng = np.random.default_rng(3); n = 2000
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.integers(0, 2, n) - 0.5])
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ [0.3, 1.0, -1.2])))).astype(float)
+    ref = minimize(lambda b: np.sum(np.logaddexp(0, X @ b) - y * (X @ b)), np.zeros(3), method='BFGS', options={'gtol': 1e-8}).x
+    b, se, ok = logistic_fit(X, y)
+    assert ok and np.allclose(b, ref, atol=1e-4) and (se > 0).all()
+    b, se, ok = logistic_fit(X, (X[:, 2] > 0).astype(float))                 # perfectly separated
+    assert not ok and np.isnan(b).all()
+
+
+def test_attention_logit_controls_for_order():
+    "Attention that only mirrors arrival order has no effect once order is controlled for."
+    rng = np.random.default_rng(0); n = 3000
+    first = rng.integers(0, 2, n)
+    df = pd.DataFrame({'first': first, 'upper': rng.integers(0, 2, n), 'nearest': rng.integers(0, 2, n),
+                       'm_a': (first == 0) + rng.normal(0, 0.5, n), 'm_b': 0.0,
+                       'followed': np.where(rng.random(n) < np.where(first == 0, 0.8, 0.2), 0, 1)})
+    assert attention_behaviour(df, 'm', n_boot=200)['r'] > 0.3                    # the raw correlation is strong …
+    r = attention_logit(df, 'm')
+    assert r['converged'] and r['lo'] < 0 < r['hi'], r                             # … the controlled effect is nil
+    assert attention_logit(df, 'm', controls=())['lo'] > 0
+
+
 # --- the command --------------------------------------------------------------------------------------------------
 
 def _run_folder(tmp_path, **cfg):
@@ -177,7 +202,8 @@ def test_cli_writes_tables_and_manifest(tmp_path, capsys):
     np.testing.assert_array_equal(df.arrive_step_0, np.ceil(df.ticks_0 / 3))        # the run's frame_skip
     s = load_table(out/'dbdt_summary.parquet')
     assert set(s.measure) >= {'follows_a', 'follows_first', 'returns_a'} and (s.n <= 10).all()
-    assert set(load_table(out/'dbdt_attention.parquet').metric) == {'hierarchical_norm', 'share_pos'}
+    att = load_table(out/'dbdt_attention.parquet')
+    assert set(att.metric) == {'hierarchical_norm', 'share_pos'} and {'r', 'lo', 'hi', 'logit_coef', 'logit_converged'} <= set(att.columns)
 
 
 def test_cli_reproducible_and_first_checkpoint(tmp_path):
