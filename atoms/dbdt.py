@@ -14,10 +14,10 @@ from .core import ArtifactError, save_table, write_manifest
 from .games import GAMES, GameConfig, PongVectorEnv
 
 # %% auto #0
-__all__ = ['TWO_BALL_GAMES', 'fold', 'face_x', 'history_ticks', 'intercepts', 'SceneSpec', 'check_spec', 'make_scenes',
-           'start_scenes', 'oracle_agent', 'random_agent', 'net_agent', 'run_trials', 'dbdt_trials', 'wilson',
-           'summarise', 'trial_attention', 'attention_behaviour', 'logistic_fit', 'attention_logit', 'dbdt_chart',
-           'DBDTConfig', 'find_checkpoint', 'dbdt']
+__all__ = ['TWO_BALL_GAMES', 'fold', 'face_x', 'history_ticks', 'cross_ticks', 'intercepts', 'SceneSpec', 'check_spec',
+           'make_scenes', 'start_scenes', 'oracle_agent', 'random_agent', 'net_agent', 'run_trials', 'dbdt_trials',
+           'wilson', 'summarise', 'trial_attention', 'attention_behaviour', 'logistic_fit', 'attention_logit',
+           'dbdt_chart', 'DBDTConfig', 'find_checkpoint', 'dbdt']
 
 # %% ../nbs/07_dbdt.ipynb #c005
 def fold(u, L: float) -> tuple[np.ndarray, np.ndarray]:
@@ -33,12 +33,16 @@ def history_ticks(cfg: GameConfig) -> int:
     "Ticks back in time that the oldest frame of an observation stack shows."
     return (cfg.stack - 1) * cfg.frame_skip
 
+def cross_ticks(engine) -> np.ndarray:
+    "Tick T at which each ball (N, B) crosses the agent's paddle plane, from now; NaN for balls moving away or past it."
+    vx = np.where(engine.ball_vx > 0, engine.ball_vx, np.nan)
+    T = np.floor((face_x(engine.cfg) - engine.ball_x) / vx) + 1
+    return np.where(T >= 1, T, np.nan)
+
 def intercepts(engine) -> np.ndarray:
     "Predicted interception point (ball top at the agent's paddle plane) of every ball (N, B); NaN for balls moving away."
     c = engine.cfg
-    vx = np.where(engine.ball_vx > 0, engine.ball_vx, np.nan)
-    T = np.ceil((face_x(c) - engine.ball_x) / vx)
-    return np.where(T >= 0, fold(engine.ball_y + engine.ball_vy * T, c.size - c.ball_size)[0], np.nan)
+    return fold(engine.ball_y + engine.ball_vy * cross_ticks(engine), c.size - c.ball_size)[0]
 
 # %% ../nbs/07_dbdt.ipynb #c010
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def oracle_agent(ball: int | Literal['first'] = 0, deadband: float = 3.0):
         e, c, rows = env.engine, env.cfg, np.arange(env.num_envs)
         def act(obs):
             Y = intercepts(e)
-            if ball == 'first': b = np.where(e.ball_vx > 0, face_x(c) - e.ball_x, np.inf).argmin(1)
+            if ball == 'first': b = np.nan_to_num(cross_ticks(e), nan=np.inf).argmin(1)
             else: b = np.full(env.num_envs, ball)
             d = Y[rows, b] + c.ball_size/2 - (e.agent_y + c.paddle_h/2)
             return torch.as_tensor(np.where(np.isnan(d) | (np.abs(d) <= deadband), 0, np.where(d < 0, 1, 2)))
@@ -145,7 +149,7 @@ def run_trials(policy, env: PongVectorEnv, scene: dict, seed: int = 0, tail: flo
     obs0, lab0 = start_scenes(env, scene, seed)
     obs = obs0.copy()
     Y = intercepts(e)
-    arrive = np.ceil(np.ceil((face_x(c) - e.ball_x) / e.ball_vx) / c.frame_skip).astype(int)   # agent step of each crossing
+    arrive = np.ceil(cross_ticks(e) / c.frame_skip).astype(int)       # agent step of each crossing
     limit = int(arrive.max()) + int(np.ceil((c.size - face_x(c)) / c.ball_vx / c.frame_skip)) + 2
     P, done, returned = [e.agent_y + c.paddle_h/2], np.zeros((N, 2), bool), np.zeros((N, 2), bool)
     back = (c.size - c.ball_size) / 2 + c.frame_skip * c.ball_vx      # a returned ball is still this far right; a served one is not

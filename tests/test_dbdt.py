@@ -4,7 +4,7 @@ import numpy as np, pandas as pd, pytest, torch
 from scipy.stats import binomtest, norm, pearsonr
 from atoms.agents import TrainConfig, net_config, save_checkpoint
 from atoms.core import load_table, verify_artifact
-from atoms.dbdt import (SceneSpec, attention_behaviour, attention_logit, logistic_fit, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
+from atoms.dbdt import (SceneSpec, cross_ticks, attention_behaviour, attention_logit, logistic_fit, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
                         oracle_agent, random_agent, run_trials, start_scenes, summarise, wilson, TWO_BALL_GAMES)
 from atoms.games import GameConfig, PongVectorEnv
 from atoms.nets import make_net
@@ -116,6 +116,17 @@ def test_intercepts_match_the_engine(frame_skip):
     np.testing.assert_allclose(pred, seen, atol=1e-9)
 
 
+def test_crossing_tick_on_exact_boundary():
+    "A ball that lands exactly on the plane crosses it on the next tick, as the engine's hit check does."
+    env = PongVectorEnv(1, config=GameConfig('pong-2balls', frame_skip=1)); env.reset(seed=0)
+    env.set_scene(ball_x=np.array([[face_x(env.cfg) - 4, 30.]]), ball_vx=2.0, ball_vy=0., ball_y=np.array([[10., 60.]]), agent_y=4.)
+    np.testing.assert_array_equal(cross_ticks(env.engine)[0, 0], 3)
+    for _ in range(2): env.step(np.zeros(1, int))
+    assert env.engine.ball_vx[0, 0] > 0                                        # on the plane, not yet hit
+    env.step(np.zeros(1, int))
+    assert env.engine.ball_vx[0, 0] < 0                                        # hit on tick 3
+
+
 @pytest.mark.parametrize('frame_skip', [1, 2, 3])
 def test_scenes_cross_when_and_where_drawn(frame_skip):
     cfg = GameConfig('pong-2balls-target', frame_skip=frame_skip)
@@ -123,7 +134,7 @@ def test_scenes_cross_when_and_where_drawn(frame_skip):
     scene, meta = make_scenes(64, cfg, spec, seed=4)
     env = PongVectorEnv(64, config=cfg); obs, labels = start_scenes(env, scene)
     np.testing.assert_allclose(intercepts(env.engine), meta[['intercept_0', 'intercept_1']].to_numpy(), atol=1e-9)
-    ticks = np.ceil((face_x(cfg) - env.engine.ball_x) / env.engine.ball_vx)
+    ticks = cross_ticks(env.engine)
     np.testing.assert_array_equal(ticks, meta[['ticks_0', 'ticks_1']].to_numpy())
     np.testing.assert_array_equal(cfg.greys[labels], obs)                     # labels of every stacked frame
     df = dbdt_trials(oracle_agent(0), cfg.game, 64, 4, spec, frame_skip=frame_skip)[0]
