@@ -37,8 +37,11 @@ def test_kill_and_resume_gives_same_final_weights(tmp_path):
     run = tmp_path/'killed'
     p = cli(*args, '--run_dir', str(run))
     t0 = time.monotonic()
-    while not (run/'state.safetensors').exists() and time.monotonic() - t0 < 120: time.sleep(0.05)
-    time.sleep(1.0)
+    while time.monotonic() - t0 < 120 and p.poll() is None:      # kill it mid-run: once it has saved update >= 30
+        try:
+            if load_weights(run/'state.safetensors')[1]['update'] >= 30: break
+        except ArtifactError: pass                               # not written yet
+        time.sleep(0.02)
     p.send_signal(signal.SIGKILL); p.wait()
     assert not (run/'manifest.json').exists(), 'the run finished before it was killed: make it longer'
     st = load_weights(run/'state.safetensors')[1]
