@@ -321,7 +321,7 @@ def dbdt_chart(summary: pd.DataFrame, measures=('follows_a', 'follows_first', 'r
     agents = list(dict.fromkeys(d.agent))
     base = alt.Chart().encode(x=alt.X('agent:N', sort=agents, axis=alt.Axis(labels=False, ticks=False, title=None)))
     bars = base.mark_bar().encode(y=alt.Y('rate:Q', scale=alt.Scale(domain=[0, 1]), title='share of trials'),
-                                  color=alt.Color('agent:N', sort=agents, title='agent'),
+                                  color=alt.Color('agent:N', sort=agents, title='agent', legend=alt.Legend(labelLimit=400)),
                                   tooltip=['agent', 'measure', 'k', 'n', alt.Tooltip('rate:Q', format='.3f'),
                                            alt.Tooltip('lo:Q', format='.3f'), alt.Tooltip('hi:Q', format='.3f')])
     err = base.mark_rule(color='black').encode(y='lo:Q', y2='hi:Q')
