@@ -50,6 +50,7 @@ def main():
     ap.add_argument('--repeats', type=int, default=5, help='throughput measurements per loop')
     ap.add_argument('--updates', type=int, default=40, help='updates per throughput measurement')
     ap.add_argument('--skip_training', action='store_true', help='only the random-policy and throughput parts')
+    ap.add_argument('--runs', nargs='+', help='report time to skill from these finished run folders instead of training')
     a = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -58,18 +59,31 @@ def main():
         r = evaluate(random_policy(0), g, points=400, envs=64, seed=123)
         print(f'{g:20s} random policy wins {r["points_won_rate"]:.3f} of {r["won"] + r["lost"]} points')
 
-    print('\n## Training throughput: our loop vs a CleanRL-style SyncVectorEnv loop (A2C, same net and batch)')
-    base = TrainConfig(run_dir='/tmp/atoms_bench_throughput', progress=False, total_steps=10**6)
-    import shutil
-    ours, ref = [], []
-    for _ in range(a.repeats):
-        for lst, refflag in ((ours, False), (ref, True)):
-            shutil.rmtree(base.run_dir, ignore_errors=True); lst.append(throughput(base, refflag, a.updates))
-    shutil.rmtree(base.run_dir, ignore_errors=True)
-    mo, mr = statistics.median(ours), statistics.median(ref)
-    print(f'ours {mo:,.0f} steps/s, reference {mr:,.0f} steps/s (medians of {a.repeats}), ratio {mo / mr:.2f}x')
-
+    if not a.runs:
+        print('\n## Training throughput: our loop vs a CleanRL-style SyncVectorEnv loop (A2C, same net and batch)')
+        base = TrainConfig(run_dir='/tmp/atoms_bench_throughput', progress=False, total_steps=10**6)
+        import shutil
+        ours, ref = [], []
+        for _ in range(a.repeats):
+            for lst, refflag in ((ours, False), (ref, True)):
+                shutil.rmtree(base.run_dir, ignore_errors=True); lst.append(throughput(base, refflag, a.updates))
+        shutil.rmtree(base.run_dir, ignore_errors=True)
+        mo, mr = statistics.median(ours), statistics.median(ref)
+        print(f'ours {mo:,.0f} steps/s, reference {mr:,.0f} steps/s (medians of {a.repeats}), ratio {mo / mr:.2f}x')
     if a.skip_training: return
+    if a.runs:
+        from pathlib import Path
+        import json
+        print(f'\n## Time to skill >= {a.target:.0%}, from finished runs')
+        print('| run | game | algo | time to skill (min) | env steps | steps/s | best skill | final skill | trained (min) |')
+        print('|---|---|---|---|---|---|---|---|---|')
+        for r in map(Path, a.runs):
+            c, log = json.loads((r/'config.json').read_text()), load_table(r/'log.parquet')
+            tts, steps, best = time_to_skill(log, a.target)
+            ev = log[log['checkpoint']]; T = log['time/elapsed_s'].iloc[-1]
+            print(f"| {r.name} | {c['game']} | {c['algo']} | {tts / 60:.1f} | {steps:,.0f} | {log['global_step'].iloc[-1] / T:,.0f} | "
+                  f"{best:.3f} | {ev['charts/points_won_rate'].iloc[-1]:.3f} | {T / 60:.1f} |")
+        return
     print(f'\n## Time to skill >= {a.target:.0%} (budget {a.budget_min:g} min per run)')
     print('| game | algo | time to skill (min) | env steps | steps/s | best skill | wall (min) |')
     print('|---|---|---|---|---|---|---|')
