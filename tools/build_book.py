@@ -2,7 +2,8 @@
 
     .venv/bin/python tools/build_book.py      # what `make book` runs
 
-Notebooks execute in cache mode (see _config.yml): only notebooks whose code changed re-run. Any
+Notebooks execute in cache mode (see _config.yml): only notebooks whose code changed re-run, unless
+artifacts/ changed, which re-runs them all. Any
 warning, any failing cell or any page that loads a script from another host fails the build
 (non-zero exit); book_output/ is replaced only by a build that passed.
 """
@@ -29,9 +30,24 @@ def external_refs(folder) -> list[str]:
     return hits
 
 
+def invalidate_cache_if_artifacts_changed():
+    "Notebooks are cached by their code alone: when artifacts/ changes, drop the cache so chapters re-read it."
+    import hashlib
+    h = hashlib.sha256()
+    for p in sorted((ROOT/'artifacts').rglob('*')):
+        if p.is_file(): h.update(p.relative_to(ROOT).as_posix().encode()); h.update(p.read_bytes())
+    stamp = ROOT/'_build'/'.artifacts.sha256'
+    if stamp.exists() and stamp.read_text() == h.hexdigest(): return
+    stale = [ROOT/'_build'/d for d in ('.jupyter_cache', '.doctrees') if (ROOT/'_build'/d).exists()]
+    if stale: print('artifacts/ changed since the last build: re-executing every notebook', flush=True)
+    for d in stale: shutil.rmtree(d)                 # Sphinx's environment too, or it would not even re-read the pages
+    stamp.parent.mkdir(exist_ok=True); stamp.write_text(h.hexdigest())
+
+
 def build() -> int:
     jb = Path(sys.executable).parent/'jupyter-book'
     t0 = time.time()
+    invalidate_cache_if_artifacts_changed()
     cmd = [str(jb), 'build', str(ROOT), '--path-output', str(ROOT), '--warningiserror', '--keep-going']
     print('$', ' '.join(cmd), flush=True)
     rc = subprocess.run(cmd, cwd=ROOT).returncode
