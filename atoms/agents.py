@@ -477,7 +477,7 @@ def train(cfg: TrainConfig) -> Path:
     return tr.run
 
 def finish(tr: Trainer):
-    "Write the run's manifest (the resume state stays, so a finished run reruns as a no-op)."
+    "Write the run's manifest (`complete` is False after a time or skill stop: rerunning the command continues)."
     write_manifest(tr.run, command=' '.join(['atoms', 'train'] + [f'--{k} {v}' for k, v in asdict(tr.cfg).items()
                                                                    if v is not None and k not in ('progress',)]),
-                   config=asdict(tr.cfg), seed=tr.cfg.seed, final_step=tr.global_step)
+                   config=asdict(tr.cfg), seed=tr.cfg.seed, final_step=tr.global_step, complete=bool(tr.update >= tr.U))
