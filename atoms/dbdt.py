@@ -264,8 +264,10 @@ def attention_behaviour(df: pd.DataFrame, metric: str = 'hierarchical_norm', n_b
     for c in (f'{metric}_a', f'{metric}_b', 'followed'):
         if c not in df.columns: raise ValueError(f'attention_behaviour: column {c!r} missing; have {list(df.columns)}')
     d = df[df.followed >= 0]
+    n_nan = int((d[f'{metric}_a'] - d[f'{metric}_b']).isna().sum())    # attention undefined (e.g. no F_c neuron in S)
+    d = d[(d[f'{metric}_a'] - d[f'{metric}_b']).notna()]
     x, y = (d[f'{metric}_a'] - d[f'{metric}_b']).to_numpy(float), (d.followed == 0).to_numpy(float)
-    out = dict(metric=metric, n=len(d), r=np.nan, lo=np.nan, hi=np.nan, p=np.nan,
+    out = dict(metric=metric, n=len(d), n_nan=n_nan, r=np.nan, lo=np.nan, hi=np.nan, p=np.nan,
                diff_when_a=float(x[y == 1].mean()) if (y == 1).any() else np.nan,
                diff_when_b=float(x[y == 0].mean()) if (y == 0).any() else np.nan)
     if len(d) < 3 or y.std() == 0 or x.std() == 0: return out
@@ -303,6 +305,7 @@ def attention_logit(df: pd.DataFrame, metric: str = 'hierarchical_norm', control
     miss = [c for c in need if c not in df.columns]
     if miss: raise ValueError(f'attention_logit: column(s) {miss} missing')
     d = df[df.followed >= 0]
+    d = d[(d[f'{metric}_a'] - d[f'{metric}_b']).notna()]             # trials whose attention is undefined are left out
     x = (d[f'{metric}_a'] - d[f'{metric}_b']).to_numpy(float)
     out = dict(metric=metric, n=len(d), coef=np.nan, lo=np.nan, hi=np.nan, p=np.nan, converged=False)
     if len(d) < len(controls) + 3 or x.std() == 0: return out
