@@ -20,7 +20,8 @@ from .nets import NATURE, SMALL, NetConfig, make_net, PixelNet
 __all__ = ['ALGO_DEFAULTS', 'RESUME_IGNORED', 'TrainConfig', 'resolve', 'n_updates', 'run_path', 'checkpoint_updates', 'Rollout',
            'new_stats', 'collect', 'gae', 'ac_loss', 'ac_update', 'evaluate', 'greedy', 'random_policy', 'net_config',
            'save_checkpoint', 'load_checkpoint', 'Replay', 'env_arrays', 'Trainer', 'save_state', 'load_state',
-           'anneal_lr', 'ac_step', 'epsilon', 'dqn_step', 'log_row', 'checkpoint', 'open_run', 'train', 'finish']
+           'anneal_lr', 'ac_step', 'epsilon', 'dqn_step', 'log_row', 'checkpoint', 'open_run', 'train', 'finish',
+           'time_to_skill']
 
 # %% ../nbs/05_agents.ipynb #c005
 @dataclass
@@ -481,3 +482,12 @@ def finish(tr: Trainer):
     write_manifest(tr.run, command=' '.join(['atoms', 'train'] + [f'--{k} {v}' for k, v in asdict(tr.cfg).items()
                                                                    if v is not None and k not in ('progress',)]),
                    config=asdict(tr.cfg), seed=tr.cfg.seed, final_step=tr.global_step, complete=bool(tr.update >= tr.U))
+
+# %% ../nbs/05_agents.ipynb #c042
+def time_to_skill(log, target: float = 0.9) -> dict:
+    "First checkpoint whose greedy skill is >= `target`: its step and training time (NaN if never); best and final skill."
+    ev = log[log['checkpoint']]; sk = ev['charts/points_won_rate']
+    hit = ev[sk >= target]
+    return dict(steps=float(hit['global_step'].iloc[0]) if len(hit) else float('nan'),
+                seconds=float(hit['time/elapsed_s'].iloc[0]) if len(hit) else float('nan'),
+                best=float(sk.max()), final=float(sk.iloc[-1]))

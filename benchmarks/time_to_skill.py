@@ -14,18 +14,9 @@ import argparse, statistics, time
 import numpy as np
 import torch
 import gymnasium as gym
-from atoms.agents import TrainConfig, train, open_run, ac_step, evaluate, random_policy, resolve, run_path
+from atoms.agents import TrainConfig, train, open_run, ac_step, evaluate, random_policy, time_to_skill
 from atoms.core import load_table
 from atoms.games import GAMES, PongEnv
-
-
-def time_to_skill(log, target):
-    ev = log[log['checkpoint']]
-    hit = ev[ev['charts/points_won_rate'] >= target]
-    best = ev['charts/points_won_rate'].max()
-    if hit.empty: return float('nan'), float('nan'), best
-    r = hit.iloc[0]
-    return r['time/elapsed_s'], r['global_step'], best
 
 
 def throughput(cfg, reference: bool, updates: int) -> float:
@@ -79,10 +70,9 @@ def main():
         print('|---|---|---|---|---|---|---|---|---|')
         for r in map(Path, a.runs):
             c, log = json.loads((r/'config.json').read_text()), load_table(r/'log.parquet')
-            tts, steps, best = time_to_skill(log, a.target)
-            ev = log[log['checkpoint']]; T = log['time/elapsed_s'].iloc[-1]
-            print(f"| {r.name} | {c['game']} | {c['algo']} | {tts / 60:.1f} | {steps:,.0f} | {log['global_step'].iloc[-1] / T:,.0f} | "
-                  f"{best:.3f} | {ev['charts/points_won_rate'].iloc[-1]:.3f} | {T / 60:.1f} |")
+            k = time_to_skill(log, a.target); T = log['time/elapsed_s'].iloc[-1]
+            print(f"| {r.name} | {c['game']} | {c['algo']} | {k['seconds'] / 60:.1f} | {k['steps']:,.0f} | {log['global_step'].iloc[-1] / T:,.0f} | "
+                  f"{k['best']:.3f} | {k['final']:.3f} | {T / 60:.1f} |")
         return
     print(f'\n## Time to skill >= {a.target:.0%} (budget {a.budget_min:g} min per run)')
     print('| game | algo | time to skill (min) | env steps | steps/s | best skill | wall (min) |')
@@ -92,9 +82,9 @@ def main():
         cfg = TrainConfig(game=g, algo=algo, seed=a.seed, stop_at_skill=a.target, time_limit_s=a.budget_min * 60, progress=False)
         t0 = time.perf_counter(); run = train(cfg); wall = time.perf_counter() - t0
         log = load_table(run/'log.parquet')
-        tts, steps, best = time_to_skill(log, a.target)
+        k = time_to_skill(log, a.target)
         sps = log['global_step'].iloc[-1] / max(log['time/elapsed_s'].iloc[-1], 1e-9)
-        print(f'| {g} | {algo} | {tts / 60:.1f} | {steps:,.0f} | {sps:,.0f} | {best:.3f} | {wall / 60:.1f} |', flush=True)
+        print(f"| {g} | {algo} | {k['seconds'] / 60:.1f} | {k['steps']:,.0f} | {sps:,.0f} | {k['best']:.3f} | {wall / 60:.1f} |", flush=True)
 
 
 if __name__ == '__main__':
