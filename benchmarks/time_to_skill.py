@@ -42,6 +42,7 @@ def main():
     ap.add_argument('--updates', type=int, default=40, help='updates per throughput measurement')
     ap.add_argument('--skip_training', action='store_true', help='only the random-policy and throughput parts')
     ap.add_argument('--runs', nargs='+', help='report time to skill from these finished run folders instead of training')
+    ap.add_argument('--runs_root', default=None, help='train into ROOT/{game}__{algo}__{seed} (default: runs/, where a finished run is just read)')
     a = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -79,7 +80,8 @@ def main():
     print('|---|---|---|---|---|---|---|')
     jobs = [(g, 'a2c') for g in a.games] + ([('pong', 'dqn')] if a.dqn else [])
     for g, algo in jobs:
-        cfg = TrainConfig(game=g, algo=algo, seed=a.seed, stop_at_skill=a.target, time_limit_s=a.budget_min * 60, progress=False)
+        cfg = TrainConfig(game=g, algo=algo, seed=a.seed, stop_at_skill=a.target, time_limit_s=a.budget_min * 60, progress=False,
+                          run_dir=f'{a.runs_root}/{g}__{algo}__{a.seed}' if a.runs_root else None)
         t0 = time.perf_counter(); run = train(cfg); wall = time.perf_counter() - t0
         log = load_table(run/'log.parquet')
         k = time_to_skill(log, a.target)
