@@ -4,11 +4,12 @@
 
 # %% ../nbs/05_agents.ipynb #c002
 from __future__ import annotations
-import dataclasses, json, math, os, signal, sys, time
-from dataclasses import dataclass, asdict, field, fields, replace
+import json, time
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Literal
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from .core import (ArtifactError, atomic_path, load_table, load_weights, runs_dir, save_table, save_weights,
@@ -429,7 +430,7 @@ def checkpoint(tr: Trainer, sps: float) -> dict:
     ev = evaluate(greedy(tr.net), cfg.game, cfg.eval_points, cfg.eval_envs, seed=10_000 * cfg.seed + k, frames=cfg.frames,
                   frame_skip=cfg.frame_skip, device=tr.device)
     tr.rows.append(log_row(tr, sps, ev))
-    save_table(__import__('pandas').DataFrame(tr.rows), tr.run/'log.parquet')
+    save_table(pd.DataFrame(tr.rows), tr.run/'log.parquet')
     save_state(tr)
     return ev
 
@@ -456,8 +457,8 @@ def train(cfg: TrainConfig) -> Path:
     step_fn = dqn_step if tr.dqn else ac_step
     bar = tqdm(total=cfg.total_steps, initial=tr.global_step, unit='step', disable=not cfg.progress, mininterval=2,
                desc=f'{cfg.game} {cfg.algo} seed {cfg.seed}', unit_scale=True)
-    last_save = time.monotonic(); t0, s0 = time.monotonic(), tr.global_step; skill = float('nan')
-    if tr.update == 0 and not tr.rows: skill = checkpoint(tr, 0.0)['points_won_rate']
+    last_save = time.monotonic(); t0, s0 = time.monotonic(), tr.global_step
+    if tr.update == 0 and not tr.rows: checkpoint(tr, 0.0)
     while tr.update < tr.U:
         t = time.monotonic()
         anneal_lr(tr); step_fn(tr); tr.update += 1

@@ -4,16 +4,15 @@
 
 # %% ../nbs/08_sweep.ipynb #c002
 from __future__ import annotations
-import time
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
 import tyro
-from .core import (ArtifactError, artifacts_dir, load_artifact, load_table, read_manifest, save_arrays, save_table,
-                        save_weights, write_manifest)
+from .core import (ArtifactError, artifacts_dir, load_artifact, load_table, load_weights, read_manifest, save_arrays,
+                        save_table, save_weights, write_manifest)
 from .games import GAMES, GameConfig, PongVectorEnv
 
 # %% auto #0
@@ -157,10 +156,7 @@ def analyse(cfg: AnalyseConfig) -> Path:
     done = set(zip(table['step'], table['method']))
     steps, keep = _selected_steps([s for s, _ in ckpts], cfg.every, cfg.map_checkpoints)
     maps_path = run/'maps.safetensors'
-    maps = {}
-    if maps_path.exists():
-        from atoms.core import load_weights
-        maps = load_weights(maps_path)[0]
+    maps = load_weights(maps_path)[0] if maps_path.exists() else {}
     work = [(s, p) for s, p in ckpts if s in steps and any((s, m) not in done for m, *_ in todo_methods)]
     bar = tqdm(work, desc=f'ATOMs {run.name}', unit='ckpt', disable=not cfg.progress)
     for step, path in bar:
