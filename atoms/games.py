@@ -20,7 +20,7 @@ __all__ = ['GAMES', 'ACTIONS', 'OPPONENT_SPEED', 'SCENE_FIELDS', 'ENV_IDS', 'LAB
 # %% ../nbs/01_games.ipynb #c005
 GAMES = ('pong', 'pong-2balls', 'pong-2balls-target')
 ACTIONS = ('stay', 'up', 'down')
-OPPONENT_SPEED = {'pong': 1.25, 'pong-2balls': 1.75, 'pong-2balls-target': 1.25}   # default opponent speed per variant
+OPPONENT_SPEED = {'pong': 1.25, 'pong-2balls': 1.5, 'pong-2balls-target': 1.25}   # default opponent speed per variant
 
 @dataclass(frozen=True)
 class GameConfig:
@@ -105,23 +105,29 @@ class PongEngine:
         self._pad_px = (np.arange(cfg.paddle_h)[:, None] * S + xs[:, None, :]).reshape(2, -1)   # a paddle's pixels from its top row
         self.rng = np.random.default_rng()
 
-    def serve(self, mask, split: bool = False):
-        "Serve the balls where `mask` (N, B) from the centre line, at a random height, towards a random side."
+    def serve(self, mask):
+        "Serve the balls where `mask` (N, B) from the centre line at a random height (direction: see the text)."
         c, k = self.cfg, int(mask.sum())
         if not k: return
+        other_vx = self.ball_vx[:, ::-1].copy()                            # two balls: the other ball's direction
         self.ball_x[mask] = (c.size - c.ball_size) / 2
         lo, hi = np.full(mask.shape, 0.2*c.size), np.full(mask.shape, 0.8*c.size - c.ball_size)
-        if split and c.n_balls == 2: hi[:, 0] = lo[:, 1] = c.size/2   # one ball per half: never overlapping
+        pair = mask.all(1) & (c.n_balls == 2)                             # both balls of a game served together
+        if c.n_balls == 2: hi[pair, 0] = lo[pair, 1] = c.size/2            # one per half: never overlapping
         self.ball_y[mask] = self.rng.uniform(lo[mask], hi[mask])
         self.ball_vx[mask] = c.ball_vx * self.rng.choice([-1., 1.], k)
         self.ball_vy[mask] = self.rng.uniform(-c.serve_vy, c.serve_vy, k)
+        if c.n_balls == 2:
+            self.ball_vx[pair, 1] = -self.ball_vx[pair, 0]                 # a pair: one ball towards each side
+            one = mask & ~mask[:, ::-1]                                    # the other ball stays in play:
+            self.ball_vx[one] = -np.sign(other_vx[one]) * c.ball_vx        # go the way it is not going
 
     def reset_games(self, mask):
         "Start new episodes in the games where `mask` (N,): paddles centred, scores zero, balls served."
         c = self.cfg
         self.agent_y[mask] = self.opponent_y[mask] = (c.size - c.paddle_h) / 2
         self.score[mask] = 0; self.steps[mask] = 0
-        self.serve(np.repeat(mask[:, None], c.n_balls, 1), split=True)
+        self.serve(np.repeat(mask[:, None], c.n_balls, 1))
 
 # %% ../nbs/01_games.ipynb #c010
 def _clip(x, lo, hi, out=None):
@@ -285,7 +291,9 @@ class PongVectorEnv(VectorEnv):
     **Arguments**: `game` or a full `config` (`GameConfig`), `num_envs`, and any `GameConfig` field as keyword.
     **Mask labels**: `self.labels`, a dict object name → label id (`background` 0, `agent_paddle` 1,
     `opponent_paddle` 2, then the balls: `ball`; `ball_a`, `ball_b`; or `target`, `distractor`).
-    **Version history**: v0: first version (its `pong-2balls` opponent speed was raised from 1.25 to 1.75 before any result used it).
+    **Version history**: v0: first version. v1 (the two-ball variants only): a ball served while the other
+    is in play goes the way the other is not going (so the balls never reach a paddle together), and the
+    `pong-2balls` opponent's speed is 1.5 (v0: 1.75). `pong` is unchanged (`atoms/Pong-v0`).
     """
     metadata = {'render_modes': ['rgb_array'], 'autoreset_mode': gym.vector.AutoresetMode.SAME_STEP}
 
@@ -381,7 +389,7 @@ class PongEnv(gym.Env):
 
     def render(self): return self.venv.render()[0] if self.render_mode == 'rgb_array' else None
 
-ENV_IDS = {'pong': 'atoms/Pong-v0', 'pong-2balls': 'atoms/Pong2Balls-v0', 'pong-2balls-target': 'atoms/Pong2BallsTarget-v0'}
+ENV_IDS = {'pong': 'atoms/Pong-v0', 'pong-2balls': 'atoms/Pong2Balls-v1', 'pong-2balls-target': 'atoms/Pong2BallsTarget-v1'}
 for _g, _id in ENV_IDS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=PongEnv, kwargs={'game': _g}, vector_entry_point=PongVectorEnv, max_episode_steps=None)
