@@ -35,6 +35,7 @@ class GameConfig:
     ball_size: int = 2                 # ball side, pixels
     agent_speed: float = 3.0           # agent paddle speed, pixels per tick
     opponent_speed: float | None = None  # opponent's maximum speed, pixels per tick (its skill); None: OPPONENT_SPEED[game]
+    serve_apart: bool | None = None    # two balls: serve a ball the way the other is not going; None: only where both score
     ball_vx: float = 2.0               # horizontal ball speed, pixels per tick
     serve_vy: float = 1.0              # serve's vertical speed is uniform in [-serve_vy, serve_vy]
     bounce_vy: float = 2.5             # vertical speed after a hit off the paddle's edge
@@ -50,6 +51,8 @@ class GameConfig:
     def __post_init__(self):
         if self.game not in GAMES: raise ValueError(f'GameConfig.game: unknown variant {self.game!r}; choose from {GAMES}')
         if self.opponent_speed is None: object.__setattr__(self, 'opponent_speed', OPPONENT_SPEED[self.game])
+        if self.serve_apart is None: object.__setattr__(self, 'serve_apart', self.game == 'pong-2balls')
+        if self.serve_apart and self.game == 'pong': raise ValueError('GameConfig.serve_apart needs two balls; pong has one')
         for f in ('size', 'stack', 'frame_skip', 'paddle_h', 'paddle_w', 'ball_size', 'points', 'max_steps'):
             if getattr(self, f) < 1: raise ValueError(f'GameConfig.{f} must be >= 1, got {getattr(self, f)}')
         for f in ('paddle_margin', 'agent_speed', 'opponent_speed', 'serve_vy'):
@@ -105,19 +108,19 @@ class PongEngine:
         self._pad_px = (np.arange(cfg.paddle_h)[:, None] * S + xs[:, None, :]).reshape(2, -1)   # a paddle's pixels from its top row
         self.rng = np.random.default_rng()
 
-    def serve(self, mask):
+    def serve(self, mask, new_episode: bool = False):
         "Serve the balls where `mask` (N, B) from the centre line at a random height (direction: see the text)."
         c, k = self.cfg, int(mask.sum())
         if not k: return
         other_vx = self.ball_vx[:, ::-1].copy()                            # two balls: the other ball's direction
         self.ball_x[mask] = (c.size - c.ball_size) / 2
         lo, hi = np.full(mask.shape, 0.2*c.size), np.full(mask.shape, 0.8*c.size - c.ball_size)
-        pair = mask.all(1) & (c.n_balls == 2)                             # both balls of a game served together
+        pair = mask.all(1) & (c.n_balls == 2) & (new_episode or c.serve_apart)   # both balls served together
         if c.n_balls == 2: hi[pair, 0] = lo[pair, 1] = c.size/2            # one per half: never overlapping
         self.ball_y[mask] = self.rng.uniform(lo[mask], hi[mask])
         self.ball_vx[mask] = c.ball_vx * self.rng.choice([-1., 1.], k)
         self.ball_vy[mask] = self.rng.uniform(-c.serve_vy, c.serve_vy, k)
-        if c.n_balls == 2:
+        if c.serve_apart:
             self.ball_vx[pair, 1] = -self.ball_vx[pair, 0]                 # a pair: one ball towards each side
             one = mask & ~mask[:, ::-1]                                    # the other ball stays in play:
             self.ball_vx[one] = -np.sign(other_vx[one]) * c.ball_vx        # go the way it is not going
@@ -127,7 +130,7 @@ class PongEngine:
         c = self.cfg
         self.agent_y[mask] = self.opponent_y[mask] = (c.size - c.paddle_h) / 2
         self.score[mask] = 0; self.steps[mask] = 0
-        self.serve(np.repeat(mask[:, None], c.n_balls, 1))
+        self.serve(np.repeat(mask[:, None], c.n_balls, 1), new_episode=True)
 
 # %% ../nbs/01_games.ipynb #c010
 def _clip(x, lo, hi, out=None):
@@ -291,9 +294,9 @@ class PongVectorEnv(VectorEnv):
     **Arguments**: `game` or a full `config` (`GameConfig`), `num_envs`, and any `GameConfig` field as keyword.
     **Mask labels**: `self.labels`, a dict object name → label id (`background` 0, `agent_paddle` 1,
     `opponent_paddle` 2, then the balls: `ball`; `ball_a`, `ball_b`; or `target`, `distractor`).
-    **Version history**: v0: first version. v1 (the two-ball variants only): a ball served while the other
-    is in play goes the way the other is not going (so the balls never reach a paddle together), and the
-    `pong-2balls` opponent's speed is 1.5 (v0: 1.75). `pong` is unchanged (`atoms/Pong-v0`).
+    **Version history**: v0: first version. `pong-2balls` v1: a ball served while the other is in play goes
+    the way the other is not going (`serve_apart`: the balls never reach a paddle together), and the
+    opponent's speed is 1.5 (v0: 1.75). `pong` and `pong-2balls-target` are unchanged (v0).
     """
     metadata = {'render_modes': ['rgb_array'], 'autoreset_mode': gym.vector.AutoresetMode.SAME_STEP}
 
@@ -389,7 +392,7 @@ class PongEnv(gym.Env):
 
     def render(self): return self.venv.render()[0] if self.render_mode == 'rgb_array' else None
 
-ENV_IDS = {'pong': 'atoms/Pong-v0', 'pong-2balls': 'atoms/Pong2Balls-v1', 'pong-2balls-target': 'atoms/Pong2BallsTarget-v1'}
+ENV_IDS = {'pong': 'atoms/Pong-v0', 'pong-2balls': 'atoms/Pong2Balls-v1', 'pong-2balls-target': 'atoms/Pong2BallsTarget-v0'}
 for _g, _id in ENV_IDS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=PongEnv, kwargs={'game': _g}, vector_entry_point=PongVectorEnv, max_episode_steps=None)

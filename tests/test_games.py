@@ -16,11 +16,11 @@ SMALL = dict(points=2, max_steps=60)          # short episodes, so resets and tr
 # ---------------------------------------------------------------- helpers
 def record_serves(env):
     "Wrap the engine's `serve` to log, for every point, the balls that left the field and where (won: left edge)."
-    e, log, S, bs = env.engine, [], env.cfg.size, env.cfg.ball_size
+    e, log = env.engine, []
     serve = e.serve
-    def logged(mask):
-        if ((e.ball_x + bs < 0) | (e.ball_x > S))[mask].any(): log.append((mask.copy(), e.ball_x.copy()))   # not a new episode's serve
-        return serve(mask)
+    def logged(mask, new_episode=False):
+        if not new_episode: log.append((mask.copy(), e.ball_x.copy()))
+        return serve(mask, new_episode)
     e.serve = logged
     return log
 
@@ -145,13 +145,14 @@ def test_same_seed_same_trajectory(game, seed):
 
 
 def test_trajectory_pinned():
-    """Trajectories are pinned bit for bit. pong's hashes were computed from the first (plain) engine; the two-ball
-    variants' were recomputed when v1 changed their serve direction (v0: '8b202c6b13c741d5', 'cbfbf3f8573152b0', ...)."""
+    """Trajectories are pinned bit for bit. The hashes were computed from the first (plain) engine, except
+    pong-2balls': recomputed when its v1 changed the serve direction (v0: '8b202c6b13c741d5', '3147b2e9784da771')."""
     pins = {'pong': ('44b892bdfba696e3', 'bafafaaee0b5fa68'), 'pong-2balls': ('f140086d3c7652c2', '9cd20b0e01dea34a'),
-            'pong-2balls-target': ('0b581fc4e82fcf79', 'dd31f34640ae57d4')}
+            'pong-2balls-target': ('cbfbf3f8573152b0', '8b65322d70797dff')}
     for g, (h1, h2) in pins.items():
         assert trajectory_hash(g, points=2, max_steps=150, opponent_speed=1.25) == h1, g
         assert trajectory_hash(g, frame_skip=2, stack=3, size=64, opponent_speed=1.25) == h2, g
+    assert trajectory_hash('pong-2balls', points=2, max_steps=150, opponent_speed=1.25, serve_apart=False) == '8b202c6b13c741d5'  # v0
 
 
 # ---------------------------------------------------------------- the distractor
@@ -277,8 +278,8 @@ def test_opponent_beats_a_random_policy(game):
 @given(game=st.sampled_from(['pong-2balls', 'pong-2balls-target']), seed=st.integers(0, 2**31 - 1),
        size=st.sampled_from([40, 84]), frame_skip=st.sampled_from([1, 2]))
 def test_balls_never_arrive_together(game, seed, size, frame_skip):
-    "Whenever both balls are in play and fly towards the same paddle, they are at least a quarter rally apart."
-    env = PongVectorEnv(16, game, size=size, frame_skip=frame_skip); env.reset(seed=seed)
+    "With `serve_apart` (pong-2balls' default), two balls flying towards the same paddle are >= a quarter rally apart."
+    env = PongVectorEnv(16, game, size=size, frame_skip=frame_skip, serve_apart=True); env.reset(seed=seed)
     e, c, rng = env.engine, env.cfg, np.random.default_rng(seed)
     face_o, face_a = c.paddle_margin + c.paddle_w, e.agent_x - c.ball_size
     for t in range(400):
