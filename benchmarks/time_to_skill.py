@@ -19,16 +19,22 @@ from atoms.core import load_table
 from atoms.games import GAMES, PongEnv
 
 
-def throughput(cfg, reference: bool, updates: int) -> float:
+def throughput(cfg, reference: bool, updates: int) -> tuple:
+    "Training steps/s of `updates` A2C updates, and the milliseconds per agent step spent inside env.step."
     tr = open_run(cfg)
     if reference:
         c = tr.cfg
         tr.env = gym.vector.SyncVectorEnv([lambda: PongEnv(c.game, stack=c.frames, frame_skip=c.frame_skip)] * c.num_envs)
         tr.obs, _ = tr.env.reset(seed=c.seed)
+    env_s, step = [0.0], tr.env.step
+    def timed(a):
+        t = time.perf_counter(); out = step(a); env_s[0] += time.perf_counter() - t; return out
+    tr.env.step = timed
     for _ in range(3): ac_step(tr)                       # warm-up
-    t = time.perf_counter()
+    env_s[0] = 0.0; t = time.perf_counter()
     for _ in range(updates): ac_step(tr)
-    return updates * tr.cfg.num_envs * tr.cfg.n_steps / (time.perf_counter() - t)
+    n = updates * tr.cfg.num_envs * tr.cfg.n_steps
+    return n / (time.perf_counter() - t), 1e3 * env_s[0] / n
 
 
 def main():
@@ -60,8 +66,10 @@ def main():
             for lst, refflag in ((ours, False), (ref, True)):
                 shutil.rmtree(base.run_dir, ignore_errors=True); lst.append(throughput(base, refflag, a.updates))
         shutil.rmtree(base.run_dir, ignore_errors=True)
-        mo, mr = statistics.median(ours), statistics.median(ref)
+        (mo, eo), (mr, er) = ([statistics.median(x) for x in zip(*lst)] for lst in (ours, ref))
         print(f'ours {mo:,.0f} steps/s, reference {mr:,.0f} steps/s (medians of {a.repeats}), ratio {mo / mr:.2f}x')
+        print(f'per agent step: env {eo:.3f} ms (ours) vs {er:.3f} ms (reference); everything else (network, optimiser) '
+              f'{1e3 / mo - eo:.3f} vs {1e3 / mr - er:.3f} ms. The ratio cannot exceed (env_ref + rest) / (env_ours + rest).')
     if a.skip_training: return
     if a.runs:
         from pathlib import Path
