@@ -18,11 +18,11 @@ from .games import GAMES, GameConfig, PongVectorEnv
 from .nets import NATURE, SMALL, NetConfig, make_net, PixelNet
 
 # %% auto #0
-__all__ = ['ALGO_DEFAULTS', 'RESUME_IGNORED', 'TrainConfig', 'resolve', 'n_updates', 'run_path', 'checkpoint_updates', 'Rollout',
-           'new_stats', 'collect', 'gae', 'ac_loss', 'ac_update', 'evaluate', 'greedy', 'random_policy', 'net_config',
-           'save_checkpoint', 'load_checkpoint', 'Replay', 'env_arrays', 'Trainer', 'save_state', 'load_state',
-           'anneal_lr', 'ac_step', 'epsilon', 'dqn_step', 'log_row', 'checkpoint', 'open_run', 'train', 'finish',
-           'time_to_skill']
+__all__ = ['ALGO_DEFAULTS', 'GAME_DEFAULTS', 'RESUME_IGNORED', 'TrainConfig', 'resolve', 'n_updates', 'run_path',
+           'checkpoint_updates', 'Rollout', 'new_stats', 'collect', 'gae', 'ac_loss', 'ac_update', 'evaluate', 'greedy',
+           'random_policy', 'net_config', 'save_checkpoint', 'load_checkpoint', 'Replay', 'env_arrays', 'Trainer',
+           'save_state', 'load_state', 'anneal_lr', 'ac_step', 'epsilon', 'dqn_step', 'log_row', 'checkpoint',
+           'open_run', 'train', 'finish', 'time_to_skill']
 
 # %% ../nbs/05_agents.ipynb #c005
 @dataclass
@@ -31,16 +31,16 @@ class TrainConfig:
     game: Literal['pong', 'pong-2balls', 'pong-2balls-target'] = 'pong'  # game variant
     algo: Literal['a2c', 'ppo', 'dqn'] = 'a2c'  # algorithm
     seed: int = 1  # random seed (networks, action sampling, games)
-    total_steps: int = 1_500_000  # agent steps summed over all parallel games
+    total_steps: int | None = None  # agent steps summed over all parallel games (default per algo and game)
     net: Literal['small', 'nature'] = 'small'  # network size: 'nature' is the paper's Nature-CNN
     frames: int = 4  # stacked frames per observation
     frame_skip: int = 2  # physics ticks per agent step (the game itself is unchanged)
-    num_envs: int | None = None  # parallel games (default per algo)
+    num_envs: int | None = None  # parallel games (default per algo and game)
     n_steps: int | None = None  # rollout length per update (default per algo)
     lr: float | None = None  # learning rate, annealed linearly to 0 (default per algo)
     gamma: float = 0.99  # discount
     gae_lambda: float | None = None  # GAE lambda (default per algo)
-    ent_coef: float = 0.01  # entropy bonus (actor-critic)
+    ent_coef: float | None = None  # entropy bonus (actor-critic; default per algo and game)
     vf_coef: float = 0.5  # value-loss weight (actor-critic)
     max_grad_norm: float = 0.5  # gradient clipping
     update_epochs: int | None = None  # passes over each rollout (1 for A2C)
@@ -66,9 +66,12 @@ class TrainConfig:
     progress: bool = True  # show a progress bar
 
 ALGO_DEFAULTS = {
-    'a2c': dict(num_envs=16, n_steps=5, lr=7e-4, gae_lambda=1.0, update_epochs=1, num_minibatches=1, clip_coef=None),
-    'ppo': dict(num_envs=8, n_steps=128, lr=2.5e-4, gae_lambda=0.95, update_epochs=4, num_minibatches=4, clip_coef=0.1),
-    'dqn': dict(num_envs=8, n_steps=1, lr=1e-4, gae_lambda=1.0, update_epochs=1, num_minibatches=1, clip_coef=None),
+    'a2c': dict(total_steps=1_500_000, num_envs=16, n_steps=5, lr=7e-4, gae_lambda=1.0, ent_coef=0.01, update_epochs=1, num_minibatches=1, clip_coef=None),
+    'ppo': dict(total_steps=1_500_000, num_envs=8, n_steps=128, lr=2.5e-4, gae_lambda=0.95, ent_coef=0.01, update_epochs=4, num_minibatches=4, clip_coef=0.1),
+    'dqn': dict(total_steps=1_500_000, num_envs=8, n_steps=1, lr=1e-4, gae_lambda=1.0, ent_coef=0.01, update_epochs=1, num_minibatches=1, clip_coef=None),
+}
+GAME_DEFAULTS = {   # (game, algo) → departures from ALGO_DEFAULTS; see the text below for why
+    ('pong-2balls', 'a2c'): dict(total_steps=3_000_000, num_envs=32, ent_coef=0.03),
 }
 
 # %% ../nbs/05_agents.ipynb #c007
@@ -78,7 +81,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if cfg.game not in GAMES: bad('game', f'unknown game {cfg.game!r}; choose from {GAMES}')
     if cfg.algo not in ALGO_DEFAULTS: bad('algo', f'unknown algorithm {cfg.algo!r}; choose from {sorted(ALGO_DEFAULTS)}')
     if cfg.net not in ('small', 'nature'): bad('net', f"unknown network {cfg.net!r}; choose 'small' or 'nature'")
-    cfg = replace(cfg, **{k: v for k, v in ALGO_DEFAULTS[cfg.algo].items() if getattr(cfg, k) is None})
+    dflt = {**ALGO_DEFAULTS[cfg.algo], **GAME_DEFAULTS.get((cfg.game, cfg.algo), {})}
+    cfg = replace(cfg, **{k: v for k, v in dflt.items() if getattr(cfg, k) is None})
     for f in ('total_steps', 'num_envs', 'n_steps', 'frames', 'frame_skip', 'update_epochs', 'num_minibatches', 'eval_points', 'eval_envs',
               'threads', 'batch_size', 'train_every', 'target_every', 'buffer_mb'):
         v = getattr(cfg, f)
