@@ -48,6 +48,7 @@ def main():
     ap.add_argument('--updates', type=int, default=40, help='updates per throughput measurement')
     ap.add_argument('--skip_training', action='store_true', help='only the random-policy and throughput parts')
     ap.add_argument('--runs', nargs='+', help='report time to skill from these finished run folders instead of training')
+    ap.add_argument('--out', default=None, help='with --runs: also write the table to OUT/time_to_skill.parquet with a manifest')
     ap.add_argument('--runs_root', default=None, help='train into ROOT/{game}__{algo}__{seed} (default: runs/, where a finished run is just read)')
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -77,11 +78,23 @@ def main():
         print(f'\n## Time to skill >= {a.target:.0%}, from finished runs')
         print('| run | game | algo | time to skill (min) | env steps | steps/s | best skill | final skill | trained (min) |')
         print('|---|---|---|---|---|---|---|---|---|')
+        rows = []
         for r in map(Path, a.runs):
             c, log = json.loads((r/'config.json').read_text()), load_table(r/'log.parquet')
             k = time_to_skill(log, a.target); T = log['time/elapsed_s'].iloc[-1]
-            print(f"| {r.name} | {c['game']} | {c['algo']} | {k['seconds'] / 60:.1f} | {k['steps']:,.0f} | {log['global_step'].iloc[-1] / T:,.0f} | "
-                  f"{k['best']:.3f} | {k['final']:.3f} | {T / 60:.1f} |")
+            rows.append(dict(run=r.name, game=c['game'], algo=c['algo'], seed=c['seed'], stop_at_skill=c.get('stop_at_skill'),
+                             minutes_to_skill=k['seconds'] / 60, steps_to_skill=k['steps'], steps_per_s=log['global_step'].iloc[-1] / T,
+                             best_skill=k['best'], final_skill=k['final'], trained_min=T / 60))
+            x = rows[-1]
+            print(f"| {x['run']} | {x['game']} | {x['algo']} | {x['minutes_to_skill']:.1f} | {x['steps_to_skill']:,.0f} | {x['steps_per_s']:,.0f} | "
+                  f"{x['best_skill']:.3f} | {x['final_skill']:.3f} | {x['trained_min']:.1f} |")
+        if a.out:                                        # a small committed table with its provenance, for the book
+            import pandas as pd
+            from atoms.core import save_table, write_manifest
+            out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+            save_table(pd.DataFrame(rows), out/'time_to_skill.parquet')
+            write_manifest(out, command='python ' + ' '.join(__import__('sys').argv), config=dict(target=a.target, runs=a.runs))
+            print(f'wrote {out}/time_to_skill.parquet')
         return
     print(f'\n## Time to skill >= {a.target:.0%} (budget {a.budget_min:g} min per run)')
     print('| game | algo | time to skill (min) | env steps | steps/s | best skill | wall (min) |')
