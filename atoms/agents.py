@@ -72,6 +72,7 @@ ALGO_DEFAULTS = {
 }
 GAME_DEFAULTS = {   # (game, algo) → departures from ALGO_DEFAULTS; see the text below for why
     ('pong-2balls', 'a2c'): dict(total_steps=3_000_000, num_envs=32, ent_coef=0.03),
+    ('pong-2balls-target', 'a2c'): dict(total_steps=3_000_000, num_envs=32, ent_coef=0.03),
 }
 
 # %% ../nbs/05_agents.ipynb #c007
