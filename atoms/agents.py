@@ -70,6 +70,7 @@ ALGO_DEFAULTS = {
     'ppo': dict(total_steps=1_500_000, num_envs=8, n_steps=128, lr=2.5e-4, gae_lambda=0.95, ent_coef=0.01, update_epochs=4, num_minibatches=4, clip_coef=0.1),
     'dqn': dict(total_steps=1_500_000, num_envs=8, n_steps=1, lr=1e-4, gae_lambda=1.0, ent_coef=0.01, update_epochs=1, num_minibatches=1, clip_coef=None),
 }
+# (DQN has no entropy bonus; its `ent_coef` is only recorded in the config.)
 GAME_DEFAULTS = {   # (game, algo) → departures from ALGO_DEFAULTS; see the text below for why
     ('pong-2balls', 'a2c'): dict(total_steps=3_000_000, num_envs=32, ent_coef=0.03),
     ('pong-2balls-target', 'a2c'): dict(total_steps=3_000_000, num_envs=32, ent_coef=0.03),

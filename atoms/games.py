@@ -116,7 +116,7 @@ class PongEngine:
         self.ball_x[mask] = (c.size - c.ball_size) / 2
         lo, hi = np.full(mask.shape, 0.2*c.size), np.full(mask.shape, 0.8*c.size - c.ball_size)
         pair = mask.all(1) & (c.n_balls == 2) & (new_episode or c.serve_apart)   # both balls served together
-        if c.n_balls == 2: hi[pair, 0] = lo[pair, 1] = c.size/2            # one per half: never overlapping
+        hi[pair, 0] = lo[pair, -1] = c.size/2                              # one per half: never overlapping
         self.ball_y[mask] = self.rng.uniform(lo[mask], hi[mask])
         self.ball_vx[mask] = c.ball_vx * self.rng.choice([-1., 1.], k)
         self.ball_vy[mask] = self.rng.uniform(-c.serve_vy, c.serve_vy, k)

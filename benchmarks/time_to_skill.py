@@ -10,7 +10,8 @@ In the same run it prints a random policy's points-won rate (the opponent must s
 training throughput of our loop against a CleanRL-style loop (gymnasium SyncVectorEnv over single envs,
 same network, same batch), median of several alternating measurements.
 """
-import argparse, statistics, time
+import argparse, json, statistics, sys, time
+from pathlib import Path
 import numpy as np
 import torch
 import gymnasium as gym
@@ -73,8 +74,6 @@ def main():
               f'{1e3 / mo - eo:.3f} vs {1e3 / mr - er:.3f} ms. The ratio cannot exceed (env_ref + rest) / (env_ours + rest).')
     if a.skip_training: return
     if a.runs:
-        from pathlib import Path
-        import json
         print(f'\n## Time to skill >= {a.target:.0%}, from finished runs')
         print('| run | game | algo | time to skill (min) | env steps | steps/s | best skill | final skill | trained (min) |')
         print('|---|---|---|---|---|---|---|---|---|')
@@ -93,7 +92,7 @@ def main():
             from atoms.core import save_table, write_manifest
             out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
             save_table(pd.DataFrame(rows), out/'time_to_skill.parquet')
-            write_manifest(out, command='python ' + ' '.join(__import__('sys').argv), config=dict(target=a.target, runs=a.runs))
+            write_manifest(out, command='python ' + ' '.join(sys.argv), config=dict(target=a.target, runs=a.runs))
             print(f'wrote {out}/time_to_skill.parquet')
         return
     print(f'\n## Time to skill >= {a.target:.0%} (budget {a.budget_min:g} min per run)')
