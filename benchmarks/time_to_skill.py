@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import gymnasium as gym
-from atoms.agents import TrainConfig, train, open_run, ac_step, evaluate, random_policy, time_to_skill
+from atoms.policies import evaluate, random_policy, time_to_skill
+from atoms.training import TrainConfig, train, open_run, ac_step
 from atoms.core import load_table
 from atoms.games import GAMES, PongEnv
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from atoms.agents import TrainConfig, load_checkpoint, train
+from atoms.policies import load_checkpoint
+from atoms.training import TrainConfig, train
 from atoms.core import ArtifactError, load_weights
 
 TINY = dict(total_steps=2000, num_envs=4, n_steps=5, checkpoints=4, eval_points=4, eval_envs=4, progress=False, threads=1)

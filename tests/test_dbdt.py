@@ -2,7 +2,8 @@
 from dataclasses import replace
 import numpy as np, pandas as pd, pytest, torch
 from scipy.stats import binomtest, norm, pearsonr
-from atoms.agents import TrainConfig, net_config, save_checkpoint
+from atoms.policies import save_checkpoint
+from atoms.training import TrainConfig, net_config
 from atoms.core import load_table, verify_artifact
 from atoms.dbdt import (SceneSpec, cross_ticks, attention_behaviour, attention_logit, logistic_fit, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
                         oracle_agent, random_agent, run_trials, start_scenes, summarise, wilson, TWO_BALL_GAMES)

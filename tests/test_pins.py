@@ -1,0 +1,59 @@
+"""Pins that a refactor must not move: the ATOMs of the committed agents and same-seed training weights.
+
+The ATOM test recomputes, with today's library, the ATOMs of two committed checkpoints per run on the
+committed evaluation set and compares them with the committed `atoms.parquet` rows (written when the
+run was analysed). The weight pins hash a tiny training run of each algorithm; float results depend on
+the CPU's vector unit, so they are checked only on the kind of CPU they were recorded on."""
+import hashlib
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from atoms.analysis import split_method
+from atoms.core import artifacts_dir, load_table, load_weights, read_manifest
+from atoms.evalset import load_eval_set
+from atoms.policies import load_checkpoint
+from atoms.relevance import checkpoint_atoms
+from atoms.training import TrainConfig, train
+
+RUNS = sorted(p.name for p in (artifacts_dir()/'runs').iterdir() if (p/'atoms.parquet').exists())
+KEYS = ['step', 'object', 'metric', 'method']
+
+
+@pytest.mark.parametrize('name', RUNS)
+def test_committed_atoms_unchanged(name):
+    run = artifacts_dir()/'runs'/name
+    steps = read_manifest(run)['checkpoint_steps']
+    table = load_table(run/'atoms.parquet')
+    torch.set_num_threads(1)
+    for step in (steps[len(steps) // 2], steps[-1]):
+        net, meta = load_checkpoint(run/'checkpoints'/f'step_{step:09d}.safetensors')
+        es = load_eval_set(meta['config']['game'])
+        old = table[table.step == step]
+        for m in sorted(set(old.method)):
+            new = checkpoint_atoms(net, torch.as_tensor(es['obs']), es['labels'], es['objects'], step,
+                                   *split_method(m))
+            both = old[old.method == m].merge(new, on=KEYS, suffixes=('_old', '_new'))
+            assert len(both) == (old.method == m).sum() == len(new), f'{name} {step} {m}: rows differ'
+            np.testing.assert_allclose(both.value_new, both.value_old, atol=1e-6, rtol=0,
+                                       err_msg=f'{name} step {step} {m}')
+
+
+TINY = dict(total_steps=2000, num_envs=4, n_steps=5, checkpoints=4, eval_points=4, eval_envs=4,
+            progress=False, threads=1)
+DQN = dict(learning_starts=100, buffer_mb=4, n_steps=1, batch_size=8, total_steps=400)
+WEIGHT_PINS = {'a2c': 'f8f952de17d74a3c', 'ppo': 'f292ae697cd231ca', 'dqn': '775690c1b92872d7'}
+PIN_CPU = 'AVX512'   # torch.backends.cpu.get_cpu_capability() where the pins were recorded
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != PIN_CPU,
+                    reason=f'weight pins were recorded on an {PIN_CPU} CPU')
+@pytest.mark.parametrize('algo', sorted(WEIGHT_PINS))
+def test_same_seed_weights_pinned(tmp_path, algo):
+    cfg = TrainConfig(algo=algo, run_dir=str(tmp_path), **{**TINY, **(DQN if algo == 'dqn' else {})})
+    final = sorted((Path(train(cfg))/'checkpoints').glob('*.safetensors'))[-1]
+    weights, h = load_weights(final)[0], hashlib.sha256()
+    for k in sorted(weights):
+        h.update(k.encode())
+        h.update(weights[k].numpy().tobytes())
+    assert h.hexdigest()[:16] == WEIGHT_PINS[algo]
