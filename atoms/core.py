@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['repo_root', 'artifacts_dir', 'runs_dir', 'seed_everything', 'ArtifactError', 'atomic_path', 'write_text',
+__all__ = ['repo_root', 'artifacts_dir', 'runs_dir', 'seed_everything', 'patch_to', 'ArtifactError', 'atomic_path', 'write_text',
            'write_json', 'save_table', 'load_table', 'save_weights', 'load_weights', 'save_arrays', 'load_arrays',
            'sha256', 'git_revision', 'write_manifest', 'read_manifest', 'verify_file', 'verify_artifact',
            'load_artifact']
@@ -18,159 +18,210 @@ __all__ = ['repo_root', 'artifacts_dir', 'runs_dir', 'seed_everything', 'Artifac
 def repo_root() -> Path:
     "The repository root (the folder with `settings.ini`), found from any working directory."
     if os.environ.get('ATOMS_ROOT'): return Path(os.environ['ATOMS_ROOT']).resolve()
-    here = globals().get('__file__')                # undefined when this code runs inside a notebook
+    here = globals().get('__file__')          # undefined when this code runs inside a notebook
     for start in ([Path(here).resolve().parent] if here else []) + [Path.cwd().resolve()]:
         for p in (start, *start.parents):
             if (p/'settings.ini').exists() and (p/'atoms').is_dir(): return p
-    raise FileNotFoundError('Cannot find the atoms repository root (no settings.ini above here); set $ATOMS_ROOT.')
+    raise FileNotFoundError('Cannot find the atoms repository root (no settings.ini above here); '
+                            'set $ATOMS_ROOT.')
 
+# %% ../nbs/00_core.ipynb #c007
 def artifacts_dir() -> Path:
     "Folder of small committed results that the book reads."
     return repo_root()/'artifacts'
 
+# %% ../nbs/00_core.ipynb #c009
 def runs_dir() -> Path:
     "Folder of full training runs (not committed)."
     return repo_root()/'runs'
 
-# %% ../nbs/00_core.ipynb #c008
+# %% ../nbs/00_core.ipynb #c012
 def seed_everything(seed: int) -> np.random.Generator:
-    "Seed `random`, numpy and torch; return a fresh `numpy.random.Generator` for `seed`."
-    import torch
-    if not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f'seed must be a non-negative int, got {seed!r}')
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    "Seed `random`, numpy and torch, and return a fresh `numpy.random.Generator` for `seed`."
+    import torch   # lazy: torch takes seconds to import and paths and artifact I/O do not need it
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f'seed must be a non-negative int, got {seed!r}')
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
-# %% ../nbs/00_core.ipynb #c011
+# %% ../nbs/00_core.ipynb #c015
+def patch_to(cls, as_prop: bool = False):
+    "Decorator: attach the function below to `cls` as a method (or, `as_prop`, a property)."
+    def attach(f):
+        f.__qualname__ = f'{cls.__name__}.{f.__name__}'
+        setattr(cls, f.__name__, property(f) if as_prop else f)
+        return f
+    return attach
+
+# %% ../nbs/00_core.ipynb #c018
 class ArtifactError(Exception):
     "An artifact file is missing, corrupt, or does not match its manifest."
 
+# %% ../nbs/00_core.ipynb #c020
 @contextlib.contextmanager
 def atomic_path(path):
-    "Yield a temporary path beside `path`; on success rename it onto `path` (atomic on POSIX)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
+    "Yield a temporary path beside `path`, on success rename it onto `path` (atomic on POSIX)."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
 
+# %% ../nbs/00_core.ipynb #c022
 def write_text(path, text: str):
     "Atomically write `text` to `path`."
     with atomic_path(path) as tmp: Path(tmp).write_text(text)
 
+# %% ../nbs/00_core.ipynb #c024
 def write_json(path, obj):
     "Atomically write `obj` as indented JSON."
     write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + '\n')
 
-# %% ../nbs/00_core.ipynb #c014
+# %% ../nbs/00_core.ipynb #c027
+def _why(e: Exception) -> str:
+    "An exception as 'Type: message', for error messages."
+    return f'{type(e).__name__}: {e}'
+
+# %% ../nbs/00_core.ipynb #c029
+def _check_exists(path) -> Path:
+    "`path` as a Path, or `ArtifactError` if there is no such file."
+    path = Path(path)
+    if not path.exists(): raise ArtifactError(f'{path}: file not found')
+    return path
+
+# %% ../nbs/00_core.ipynb #c031
 def save_table(df, path):
     "Atomically write a pandas DataFrame as parquet."
     with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
 
+# %% ../nbs/00_core.ipynb #c033
 def load_table(path):
-    "Read a parquet table; a missing or corrupt file raises `ArtifactError` naming it."
-    import pandas as pd
-    path = Path(path)
-    if not path.exists(): raise ArtifactError(f'{path}: file not found')
+    "Read a parquet table, a missing or corrupt file raises `ArtifactError` naming it."
+    import pandas as pd   # lazy: pandas takes a second to import and only tables need it
+    path = _check_exists(path)
     try: return pd.read_parquet(path)
-    except Exception as e: raise ArtifactError(f'{path}: not a readable parquet table ({type(e).__name__}: {e})') from None
+    except Exception as e:
+        raise ArtifactError(f'{path}: not a readable parquet table ({_why(e)})') from None
 
+# %% ../nbs/00_core.ipynb #c035
 def save_weights(tensors: dict, path, metadata: dict | None = None):
     "Atomically write a dict of tensors as safetensors, with JSON-encoded `metadata`."
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file   # lazy: imports torch, which only weights need
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp: save_file(tensors, str(tmp), metadata=meta)
 
+# %% ../nbs/00_core.ipynb #c037
 def load_weights(path, device='cpu') -> tuple[dict, dict]:
-    "Read safetensors: `(tensors, metadata)`; a missing or corrupt file raises `ArtifactError` naming it."
-    from safetensors import safe_open
-    path = Path(path)
-    if not path.exists(): raise ArtifactError(f'{path}: file not found')
+    "Read safetensors as `(tensors, metadata)`, a missing or corrupt file raises `ArtifactError`."
+    from safetensors import safe_open   # lazy: imports torch, which only weights need
+    path = _check_exists(path)
     try:
         with safe_open(str(path), framework='pt', device=str(device)) as f:
             meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
             return {k: f.get_tensor(k) for k in f.keys()}, meta
-    except Exception as e: raise ArtifactError(f'{path}: not a readable safetensors file ({type(e).__name__}: {e})') from None
+    except Exception as e:
+        raise ArtifactError(f'{path}: not a readable safetensors file ({_why(e)})') from None
 
-# %% ../nbs/00_core.ipynb #c016
+# %% ../nbs/00_core.ipynb #c039
 def save_arrays(path, **arrays):
     "Atomically write numpy arrays to a compressed .npz file."
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f: np.savez_compressed(f, **arrays)
 
+# %% ../nbs/00_core.ipynb #c041
 def load_arrays(path) -> dict:
-    "Read a .npz of arrays (no pickle); a missing or corrupt file raises `ArtifactError` naming it."
-    path = Path(path)
-    if not path.exists(): raise ArtifactError(f'{path}: file not found')
+    "Read a .npz of arrays (no pickle), a missing or corrupt file raises `ArtifactError` naming it."
+    path = _check_exists(path)
     try:
         with np.load(path, allow_pickle=False) as z: return {k: z[k] for k in z.files}
-    except Exception as e: raise ArtifactError(f'{path}: not a readable .npz file ({type(e).__name__}: {e})') from None
+    except Exception as e:
+        raise ArtifactError(f'{path}: not a readable .npz file ({_why(e)})') from None
 
-# %% ../nbs/00_core.ipynb #c019
+# %% ../nbs/00_core.ipynb #c044
 def sha256(path) -> str:
     "Hex sha256 of a file's bytes."
-    h = hashlib.sha256()
+    digest = hashlib.sha256()
     with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    return h.hexdigest()
+        for chunk in iter(lambda: f.read(1 << 20), b''): digest.update(chunk)
+    return digest.hexdigest()
 
+# %% ../nbs/00_core.ipynb #c046
 def git_revision() -> str:
-    "The current git commit of the repository (with `-dirty` if it has uncommitted changes), or 'unknown'."
+    "The repository's git commit (`-dirty` with uncommitted changes), or 'unknown'."
+    def git(*args):
+        return subprocess.run(['git', *args], cwd=repo_root(), capture_output=True, text=True,
+                              timeout=10)
     try:
-        run = lambda *a: subprocess.run(['git', *a], cwd=repo_root(), capture_output=True, text=True, timeout=10)
-        rev = run('rev-parse', 'HEAD').stdout.strip()
-        dirty = run('status', '--porcelain', '--untracked-files=no').stdout.strip()
+        rev = git('rev-parse', 'HEAD').stdout.strip()
+        dirty = git('status', '--porcelain', '--untracked-files=no').stdout.strip()
         return (rev + ('-dirty' if dirty else '')) if rev else 'unknown'
     except Exception: return 'unknown'
 
-def write_manifest(folder, command: str | None = None, config: dict | None = None, seed: int | None = None, **extra) -> dict:
+# %% ../nbs/00_core.ipynb #c048
+def _history(manifest_path: Path, command: str) -> list:
+    "The commands that wrote into a folder before `command`, from its old manifest (if any)."
+    if not manifest_path.exists(): return []
+    try: old = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError: old = {}
+    last = {k: old.get(k) for k in ('command', 'git_revision', 'created')}
+    return [h for h in old.get('history', []) + [last] if h['command'] != command]
+
+# %% ../nbs/00_core.ipynb #c050
+def write_manifest(folder, command: str | None = None, config: dict | None = None,
+                   seed: int | None = None, **extra) -> dict:
     "Write `folder/manifest.json`: how the artifact was made and the sha256 of every file in it."
     folder = Path(folder)
     files = {p.relative_to(folder).as_posix(): sha256(p) for p in sorted(folder.rglob('*'))
              if p.is_file() and p.name != 'manifest.json' and not p.name.endswith('.tmp')}
     command = command if command is not None else ' '.join(sys.argv)
-    history = []                                   # earlier commands that wrote into this folder (train, then analyse, ...)
-    if (folder/'manifest.json').exists():
-        try: old = json.loads((folder/'manifest.json').read_text())
-        except json.JSONDecodeError: old = {}
-        history = old.get('history', []) + [dict(command=old.get('command'), git_revision=old.get('git_revision'), created=old.get('created'))]
-        history = [h for h in history if h['command'] != command]
-    m = dict(command=command, config=config or {}, seed=seed, history=history,
-             git_revision=git_revision(), created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-             files=files, **extra)
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+    m = dict(command=command, config=config or {}, seed=seed,
+             history=_history(folder/'manifest.json', command), git_revision=git_revision(),
+             created=created, files=files, **extra)
     write_json(folder/'manifest.json', m)
     return m
 
+# %% ../nbs/00_core.ipynb #c052
 def read_manifest(folder) -> dict:
-    "Read `folder/manifest.json`; raise `ArtifactError` if the folder or manifest is missing or unreadable."
+    "Read `folder/manifest.json`, raising `ArtifactError` if it is missing or unreadable."
     folder = Path(folder)
     if not folder.is_dir(): raise ArtifactError(f'{folder}: artifact folder not found')
     p = folder/'manifest.json'
     if not p.exists(): raise ArtifactError(f'{p}: manifest missing')
     try: return json.loads(p.read_text())
-    except json.JSONDecodeError as e: raise ArtifactError(f'{p}: manifest is not valid JSON ({e})') from None
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f'{p}: manifest is not valid JSON ({e})') from None
 
+# %% ../nbs/00_core.ipynb #c054
 def verify_file(folder, name: str, manifest: dict | None = None) -> Path:
-    "Check one file of an artifact folder against its manifest; return its path."
-    folder = Path(folder); m = manifest or read_manifest(folder); p = folder/name
+    "Check one file of an artifact folder against its manifest and return its path."
+    folder = Path(folder)
+    m, p = manifest or read_manifest(folder), folder/name
     if name not in m['files']: raise ArtifactError(f'{p}: not listed in {folder/"manifest.json"}')
     if not p.exists(): raise ArtifactError(f'{p}: listed in the manifest but missing')
-    if sha256(p) != m['files'][name]: raise ArtifactError(f'{p}: sha256 does not match the manifest (changed, truncated or corrupt)')
+    if sha256(p) != m['files'][name]:
+        raise ArtifactError(f'{p}: sha256 does not match the manifest '
+                            '(changed, truncated or corrupt)')
     return p
 
+# %% ../nbs/00_core.ipynb #c056
 def verify_artifact(folder) -> dict:
-    "Check every file of an artifact folder against its manifest; return the manifest."
+    "Check every file of an artifact folder against its manifest and return the manifest."
     m = read_manifest(folder)
     for name in m['files']: verify_file(folder, name, m)
     return m
 
+# %% ../nbs/00_core.ipynb #c058
 def load_artifact(folder, name: str):
-    "Verify then read one file of an artifact folder: parquet → DataFrame, safetensors → (tensors, meta), npz → dict, json → obj."
+    "Verify, then read one file of an artifact folder (parquet, npz, safetensors, json or bytes)."
     p = verify_file(folder, name)
-    if p.suffix == '.parquet': return load_table(p)
-    if p.suffix == '.npz': return load_arrays(p)
-    if p.suffix == '.safetensors': return load_weights(p)
-    if p.suffix == '.json': return json.loads(p.read_text())
-    return p.read_bytes()
+    readers = {'.parquet': load_table, '.npz': load_arrays, '.safetensors': load_weights,
+               '.json': lambda p: json.loads(p.read_text())}
+    return readers[p.suffix](p) if p.suffix in readers else p.read_bytes()

@@ -4,27 +4,29 @@
 
 # %% ../nbs/01_games.ipynb #c002
 from __future__ import annotations
-import dataclasses
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 import numpy as np
 import gymnasium as gym
 from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
+from .core import patch_to
 
 # %% auto #0
-__all__ = ['GAMES', 'ACTIONS', 'OPPONENT_SPEED', 'SCENE_FIELDS', 'ENV_IDS', 'LABEL_COLOURS', 'GameConfig', 'PongEngine', 'tick',
-           'render_labels', 'pixel_ids', 'object_pixels', 'check_scene', 'set_scene', 'FrameStack', 'PongVectorEnv',
-           'PongEnv', 'show_games']
+__all__ = ['GAMES', 'ACTIONS', 'OPPONENT_SPEED', 'SCENE_FIELDS', 'ENV_IDS', 'LABEL_COLOURS', 'GameConfig', 'resolve_defaults',
+           'check_ranges', 'check_layout', 'check_greys', 'PongEngine', 'serve_heights', 'move_paddles', 'move_balls',
+           'return_balls', 'tick', 'render_labels', 'pixel_ids', 'object_pixels', 'check_scene', 'set_scene',
+           'FrameStack', 'PongVectorEnv', 'check_actions', 'play', 'check_state', 'PongEnv', 'show_games']
 
 # %% ../nbs/01_games.ipynb #c005
-GAMES = ('pong', 'pong-2balls', 'pong-2balls-target')
-ACTIONS = ('stay', 'up', 'down')
-OPPONENT_SPEED = {'pong': 1.25, 'pong-2balls': 1.5, 'pong-2balls-target': 1.25}   # default opponent speed per variant
+GAMES = ('pong', 'pong-2balls', 'pong-2balls-target')                   # the variants
+ACTIONS = ('stay', 'up', 'down')                                         # the agent's actions
+OPPONENT_SPEED = {'pong': 1.25, 'pong-2balls': 1.5, 'pong-2balls-target': 1.25}   # px/tick
 
+# %% ../nbs/01_games.ipynb #c008
 @dataclass(frozen=True)
 class GameConfig:
-    "Every constant of the Pong engine."
+    "Every constant of the Pong engine. A bad value raises a `ValueError` naming its field."
     game: str = 'pong'                 # variant: 'pong', 'pong-2balls' or 'pong-2balls-target'
     size: int = 84                     # frame height = width, pixels
     stack: int = 4                     # frames stacked in an observation
@@ -34,8 +36,8 @@ class GameConfig:
     paddle_margin: int = 4             # gap between a paddle and its side edge, pixels
     ball_size: int = 2                 # ball side, pixels
     agent_speed: float = 3.0           # agent paddle speed, pixels per tick
-    opponent_speed: float | None = None  # opponent's maximum speed, pixels per tick (its skill); None: OPPONENT_SPEED[game]
-    serve_apart: bool | None = None    # two balls: serve a ball the way the other is not going; None: only where both score
+    opponent_speed: float | None = None  # opponent's top speed, px/tick (None: per variant)
+    serve_apart: bool | None = None    # serve a ball away from the other (None: where both score)
     ball_vx: float = 2.0               # horizontal ball speed, pixels per tick
     serve_vy: float = 1.0              # serve's vertical speed is uniform in [-serve_vy, serve_vy]
     bounce_vy: float = 2.5             # vertical speed after a hit off the paddle's edge
@@ -49,259 +51,391 @@ class GameConfig:
     grey_distractor: int = 90          # grey value of the distractor (pong-2balls-target)
 
     def __post_init__(self):
-        if self.game not in GAMES: raise ValueError(f'GameConfig.game: unknown variant {self.game!r}; choose from {GAMES}')
-        if self.opponent_speed is None: object.__setattr__(self, 'opponent_speed', OPPONENT_SPEED[self.game])
-        if self.serve_apart is None: object.__setattr__(self, 'serve_apart', self.game == 'pong-2balls')
-        if self.serve_apart and self.game == 'pong': raise ValueError('GameConfig.serve_apart needs two balls; pong has one')
-        for f in ('size', 'stack', 'frame_skip', 'paddle_h', 'paddle_w', 'ball_size', 'points', 'max_steps'):
-            if getattr(self, f) < 1: raise ValueError(f'GameConfig.{f} must be >= 1, got {getattr(self, f)}')
-        for f in ('paddle_margin', 'agent_speed', 'opponent_speed', 'serve_vy'):
-            if getattr(self, f) < 0: raise ValueError(f'GameConfig.{f} must be >= 0, got {getattr(self, f)}')
-        for f in ('ball_vx', 'bounce_vy'):
-            if getattr(self, f) <= 0: raise ValueError(f'GameConfig.{f} must be > 0, got {getattr(self, f)}')
-        if self.paddle_h >= self.size: raise ValueError(f'GameConfig.paddle_h ({self.paddle_h}) must be smaller than the field size ({self.size})')
-        if 2*(self.paddle_margin + self.paddle_w) + 4*self.ball_size > self.size:
-            raise ValueError(f'GameConfig.paddle_margin/paddle_w/ball_size leave no room to play in a field of size {self.size}')
-        if self.ball_size*2 >= self.size: raise ValueError(f'GameConfig.ball_size ({self.ball_size}) is too large for the field')
-        greys = [self.grey_background, self.grey_agent, self.grey_opponent, self.grey_ball] + ([self.grey_distractor] if self.game == 'pong-2balls-target' else [])
-        if any(not 0 <= g <= 255 for g in greys): raise ValueError('GameConfig.grey_*: grey values must be in [0, 255]')
-        if len(set(greys)) != len(greys): raise ValueError(f'GameConfig.grey_*: objects must have distinct grey values, got {greys}')
+        resolve_defaults(self)
+        for check in (check_ranges, check_layout, check_greys): check(self)
 
-    @property
-    def n_balls(self) -> int: return 1 if self.game == 'pong' else 2
+# %% ../nbs/01_games.ipynb #c011
+def resolve_defaults(cfg: GameConfig):
+    "Fill `opponent_speed` and `serve_apart` from the variant, reject unknown variants."
+    if cfg.game not in GAMES:
+        raise ValueError(f'GameConfig.game: unknown variant {cfg.game!r}; choose from {GAMES}')
+    if cfg.opponent_speed is None:
+        object.__setattr__(cfg, 'opponent_speed', OPPONENT_SPEED[cfg.game])
+    if cfg.serve_apart is None: object.__setattr__(cfg, 'serve_apart', cfg.game == 'pong-2balls')
+    if cfg.serve_apart and cfg.game == 'pong':
+        raise ValueError('GameConfig.serve_apart needs two balls; pong has one')
 
-    @property
-    def labels(self) -> dict:
-        "Object name → label id in the label images."
-        balls = {'pong': ['ball'], 'pong-2balls': ['ball_a', 'ball_b'], 'pong-2balls-target': ['target', 'distractor']}[self.game]
-        return {'background': 0, 'agent_paddle': 1, 'opponent_paddle': 2, **{b: 3 + i for i, b in enumerate(balls)}}
+# %% ../nbs/01_games.ipynb #c014
+def check_ranges(cfg):
+    "Raise if a count is below 1, a speed or margin is negative, or a ball speed is not positive."
+    counts = ('size', 'stack', 'frame_skip', 'paddle_h', 'paddle_w', 'ball_size', 'points',
+              'max_steps')
+    rates = ('paddle_margin', 'agent_speed', 'opponent_speed', 'serve_vy')
+    rules = [(counts, '>=', 1), (rates, '>=', 0), (('ball_vx', 'bounce_vy'), '>', 0)]
+    for names, op, bound in rules:
+        for f in names:
+            v = getattr(cfg, f)
+            if (v < bound) if op == '>=' else (v <= bound):
+                raise ValueError(f'GameConfig.{f} must be {op} {bound}, got {v}')
 
-    @property
-    def greys(self) -> np.ndarray:
-        "Grey value of each label id (a lookup table: frame = greys[labels])."
-        g = [self.grey_background, self.grey_agent, self.grey_opponent, self.grey_ball]
-        g += [] if self.game == 'pong' else [self.grey_distractor if self.game == 'pong-2balls-target' else self.grey_ball]
-        return np.array(g, dtype=np.uint8)
+# %% ../nbs/01_games.ipynb #c016
+def check_layout(cfg):
+    "Raise if the paddles and balls do not fit in the field."
+    if cfg.paddle_h >= cfg.size:
+        raise ValueError(f'GameConfig.paddle_h ({cfg.paddle_h}) must be smaller than the field '
+                         f'size ({cfg.size})')
+    if 2*(cfg.paddle_margin + cfg.paddle_w) + 4*cfg.ball_size > cfg.size:
+        raise ValueError('GameConfig.paddle_margin/paddle_w/ball_size leave no room to play in a '
+                         f'field of size {cfg.size}')
+    if cfg.ball_size*2 >= cfg.size:
+        raise ValueError(f'GameConfig.ball_size ({cfg.ball_size}) is too large for the field')
 
-    @property
-    def scoring(self) -> np.ndarray:
-        "Which balls reward or punish (the distractor does not)."
-        return np.array([True] if self.game == 'pong' else [True, self.game == 'pong-2balls'])
+# %% ../nbs/01_games.ipynb #c018
+def check_greys(cfg):
+    "Raise if a grey value is outside [0, 255] or two objects share one."
+    greys = [cfg.grey_background, cfg.grey_agent, cfg.grey_opponent, cfg.grey_ball]
+    if cfg.game == 'pong-2balls-target': greys.append(cfg.grey_distractor)
+    if any(not 0 <= g <= 255 for g in greys):
+        raise ValueError('GameConfig.grey_*: grey values must be in [0, 255]')
+    if len(set(greys)) != len(greys):
+        raise ValueError(f'GameConfig.grey_*: objects must have distinct grey values, got {greys}')
 
-# %% ../nbs/01_games.ipynb #c008
+# %% ../nbs/01_games.ipynb #c023
+@patch_to(GameConfig, as_prop=True)
+def n_balls(self) -> int:
+    "Balls in play: 1 in pong, 2 in the two-ball variants."
+    return 1 if self.game == 'pong' else 2
+
+# %% ../nbs/01_games.ipynb #c025
+@patch_to(GameConfig, as_prop=True)
+def labels(self) -> dict:
+    "Object name → label id in the label images."
+    balls = {'pong': ['ball'], 'pong-2balls': ['ball_a', 'ball_b'],
+             'pong-2balls-target': ['target', 'distractor']}[self.game]
+    return {'background': 0, 'agent_paddle': 1, 'opponent_paddle': 2,
+            **{b: 3 + i for i, b in enumerate(balls)}}
+
+# %% ../nbs/01_games.ipynb #c027
+@patch_to(GameConfig, as_prop=True)
+def greys(self) -> np.ndarray:
+    "Grey value of each label id (a lookup table: frame = greys[labels])."
+    second = self.grey_distractor if self.game == 'pong-2balls-target' else self.grey_ball
+    g = [self.grey_background, self.grey_agent, self.grey_opponent, self.grey_ball]
+    return np.array(g + ([] if self.game == 'pong' else [second]), dtype=np.uint8)
+
+# %% ../nbs/01_games.ipynb #c029
+@patch_to(GameConfig, as_prop=True)
+def scoring(self) -> np.ndarray:
+    "Which balls reward or punish (the distractor does not)."
+    return np.array([True] if self.game == 'pong' else [True, self.game == 'pong-2balls'])
+
+# %% ../nbs/01_games.ipynb #c032
 class PongEngine:
     "The state and physics of `n` Pong games, advanced together with numpy."
     def __init__(self, cfg: GameConfig, n: int):
         if n < 1: raise ValueError(f'n (number of games) must be >= 1, got {n}')
-        self.cfg, self.n, B, S = cfg, n, cfg.n_balls, cfg.size
-        self.agent_x = S - cfg.paddle_margin - cfg.paddle_w      # agent plays on the right
+        self.cfg, self.n, balls, size = cfg, n, cfg.n_balls, cfg.size
+        self.agent_x = size - cfg.paddle_margin - cfg.paddle_w   # agent plays on the right
         self.opponent_x = cfg.paddle_margin                       # opponent on the left
         self.agent_y, self.opponent_y = np.zeros(n), np.zeros(n)
-        self.ball_x, self.ball_y, self.ball_vx, self.ball_vy = (np.zeros((n, B)) for _ in range(4))
-        self.score = np.zeros((n, 2), dtype=np.int64)             # points of (agent, opponent) this episode
+        self.ball_x, self.ball_y = np.zeros((n, balls)), np.zeros((n, balls))
+        self.ball_vx, self.ball_vy = np.zeros((n, balls)), np.zeros((n, balls))
+        self.score = np.zeros((n, 2), dtype=np.int64)     # points of (agent, opponent) this episode
         self.steps = np.zeros(n, dtype=np.int64)
-        self.labels = np.zeros((n, S, S), dtype=np.uint8)          # label image of the newest frame
+        self.labels = np.zeros((n, size, size), dtype=np.uint8)   # label image of the newest frame
         self._rows, self._rows1 = np.arange(n)[:, None, None], np.arange(n)
-        self._moves = np.array([0., -cfg.agent_speed, cfg.agent_speed])   # paddle move of each action
+        self._moves = np.array([0., -cfg.agent_speed, cfg.agent_speed])   # paddle move per action
         self._all_scoring = bool(cfg.scoring.all())
-        xs = np.clip(np.array([self.agent_x, self.opponent_x])[:, None] + np.arange(cfg.paddle_w), 0, S - 1)
-        self._pad_px = (np.arange(cfg.paddle_h)[:, None] * S + xs[:, None, :]).reshape(2, -1)   # a paddle's pixels from its top row
+        xs = np.array([self.agent_x, self.opponent_x])[:, None] + np.arange(cfg.paddle_w)
+        xs = np.clip(xs, 0, size - 1)
+        rows = np.arange(cfg.paddle_h)[:, None] * size
+        self._pad_px = (rows + xs[:, None, :]).reshape(2, -1)   # a paddle's pixels from its top row
         self.rng = np.random.default_rng()
 
-    def serve(self, mask, new_episode: bool = False):
-        "Serve the balls where `mask` (N, B) from the centre line at a random height (direction: see the text)."
-        c, k = self.cfg, int(mask.sum())
-        if not k: return
-        other_vx = self.ball_vx[:, ::-1].copy()                            # two balls: the other ball's direction
-        self.ball_x[mask] = (c.size - c.ball_size) / 2
-        lo, hi = np.full(mask.shape, 0.2*c.size), np.full(mask.shape, 0.8*c.size - c.ball_size)
-        pair = mask.all(1) & (c.n_balls == 2) & (new_episode or c.serve_apart)   # both balls served together
-        hi[pair, 0] = lo[pair, -1] = c.size/2                              # one per half: never overlapping
-        self.ball_y[mask] = self.rng.uniform(lo[mask], hi[mask])
-        self.ball_vx[mask] = c.ball_vx * self.rng.choice([-1., 1.], k)
-        self.ball_vy[mask] = self.rng.uniform(-c.serve_vy, c.serve_vy, k)
-        if c.serve_apart:
-            self.ball_vx[pair, 1] = -self.ball_vx[pair, 0]                 # a pair: one ball towards each side
-            one = mask & ~mask[:, ::-1]                                    # the other ball stays in play:
-            self.ball_vx[one] = -np.sign(other_vx[one]) * c.ball_vx        # go the way it is not going
+# %% ../nbs/01_games.ipynb #c035
+def serve_heights(cfg: GameConfig, mask, paired) -> tuple:
+    "Lowest and highest serve height (N, B) of each ball, `paired` games get one ball per half."
+    lo = np.full(mask.shape, 0.2*cfg.size)
+    hi = np.full(mask.shape, 0.8*cfg.size - cfg.ball_size)
+    hi[paired, 0] = lo[paired, -1] = cfg.size/2                # one per half: never overlapping
+    return lo, hi
 
-    def reset_games(self, mask):
-        "Start new episodes in the games where `mask` (N,): paddles centred, scores zero, balls served."
-        c = self.cfg
-        self.agent_y[mask] = self.opponent_y[mask] = (c.size - c.paddle_h) / 2
-        self.score[mask] = 0; self.steps[mask] = 0
-        self.serve(np.repeat(mask[:, None], c.n_balls, 1), new_episode=True)
+# %% ../nbs/01_games.ipynb #c037
+@patch_to(PongEngine)
+def serve(self, mask, new_episode: bool = False):
+    "Serve the balls where `mask` (N, B) from the centre line at a random height."
+    c, k = self.cfg, int(mask.sum())
+    if not k: return
+    other_vx = self.ball_vx[:, ::-1].copy()                      # two balls: the other's direction
+    self.ball_x[mask] = (c.size - c.ball_size) / 2
+    pair = mask.all(1) & (c.n_balls == 2) & (new_episode or c.serve_apart)   # served together
+    lo, hi = serve_heights(c, mask, pair)
+    self.ball_y[mask] = self.rng.uniform(lo[mask], hi[mask])
+    self.ball_vx[mask] = c.ball_vx * self.rng.choice([-1., 1.], k)
+    self.ball_vy[mask] = self.rng.uniform(-c.serve_vy, c.serve_vy, k)
+    if c.serve_apart:
+        self.ball_vx[pair, 1] = -self.ball_vx[pair, 0]           # a pair: one ball to each side
+        one = mask & ~mask[:, ::-1]                              # the other ball stays in play:
+        self.ball_vx[one] = -np.sign(other_vx[one]) * c.ball_vx  # go the way it is not going
 
-# %% ../nbs/01_games.ipynb #c010
+# %% ../nbs/01_games.ipynb #c039
+@patch_to(PongEngine)
+def reset_games(self, mask):
+    "Start new episodes in the games where `mask` (N,): paddles centred, scores zero, balls served."
+    c = self.cfg
+    self.agent_y[mask] = self.opponent_y[mask] = (c.size - c.paddle_h) / 2
+    self.score[mask] = 0
+    self.steps[mask] = 0
+    self.serve(np.repeat(mask[:, None], c.n_balls, 1), new_episode=True)
+
+# %% ../nbs/01_games.ipynb #c042
 def _clip(x, lo, hi, out=None):
     "np.clip without its Python overhead (same values for finite inputs)."
     return np.minimum(np.maximum(x, lo, out=out), hi, out=out)
 
-def _opponent_target(e: PongEngine) -> np.ndarray:
+# %% ../nbs/01_games.ipynb #c044
+def _opponent_target(engine: PongEngine) -> np.ndarray:
     "Height the opponent's paddle top aims at, for every game."
-    c = e.cfg
-    coming = e.ball_vx < 0
-    if not e._all_scoring: coming &= c.scoring[None, :]
-    if c.n_balls == 1: ball_c, any_coming = e.ball_y[:, 0] + c.ball_size/2, coming[:, 0]
+    c = engine.cfg
+    coming = engine.ball_vx < 0
+    if not engine._all_scoring: coming &= c.scoring[None, :]
+    if c.n_balls == 1:
+        ball_c, any_coming = engine.ball_y[:, 0] + c.ball_size/2, coming[:, 0]
     else:
-        dist = np.where(coming, e.ball_x, np.inf)
-        b = dist.argmin(1); any_coming = coming.any(1)
-        ball_c = e.ball_y[e._rows1, b] + c.ball_size/2
+        nearest = np.where(coming, engine.ball_x, np.inf).argmin(1)
+        any_coming = coming.any(1)
+        ball_c = engine.ball_y[engine._rows1, nearest] + c.ball_size/2
     return np.where(any_coming, ball_c, c.size/2) - c.paddle_h/2
 
-def _bounce(e: PongEngine, hit, paddle_y, sign):
-    "Return the balls where `hit`: horizontal speed away from the paddle, vertical speed by hit offset."
-    c = e.cfg
-    off = (e.ball_y + c.ball_size/2 - (paddle_y[:, None] + c.paddle_h/2)) / ((c.paddle_h + c.ball_size)/2)
-    np.copyto(e.ball_vx, sign * c.ball_vx, where=hit)
-    np.copyto(e.ball_vy, c.bounce_vy * _clip(off, -1, 1), where=hit)
+# %% ../nbs/01_games.ipynb #c046
+def move_paddles(engine: PongEngine, action):
+    "Move the agent's paddle by `action` (N,) and the opponent's towards its target, in the field."
+    c = engine.cfg
+    engine.agent_y += engine._moves[action]
+    _clip(engine.agent_y, 0, c.size - c.paddle_h, out=engine.agent_y)
+    step = _clip(_opponent_target(engine) - engine.opponent_y, -c.opponent_speed, c.opponent_speed)
+    engine.opponent_y += step
+    _clip(engine.opponent_y, 0, c.size - c.paddle_h, out=engine.opponent_y)
 
-def tick(e: PongEngine, action) -> tuple:
-    "Advance every game one physics tick; return (agent points, opponent points, agent returns) per game."
-    c, S, bs = e.cfg, e.cfg.size, e.cfg.ball_size
-    e.agent_y += e._moves[action]
-    _clip(e.agent_y, 0, S - c.paddle_h, out=e.agent_y)
-    e.opponent_y += _clip(_opponent_target(e) - e.opponent_y, -c.opponent_speed, c.opponent_speed)
-    _clip(e.opponent_y, 0, S - c.paddle_h, out=e.opponent_y)
-    x0 = e.ball_x.copy()
-    e.ball_x += e.ball_vx; e.ball_y += e.ball_vy
-    top, bottom = e.ball_y < 0, e.ball_y > S - bs                  # bounce off the top and bottom edges
-    np.copyto(e.ball_y, -e.ball_y, where=top); np.copyto(e.ball_y, 2*(S - bs) - e.ball_y, where=bottom)
-    np.copyto(e.ball_vy, -e.ball_vy, where=top | bottom)
-    def overlaps(py): return (e.ball_y + bs > py[:, None]) & (e.ball_y < py[:, None] + c.paddle_h)
-    face = e.agent_x - bs                                          # ball's x when touching the agent's paddle
-    hit_a = (e.ball_vx > 0) & (x0 <= face) & (e.ball_x > face) & overlaps(e.agent_y)
-    if hit_a.any(): np.copyto(e.ball_x, face, where=hit_a); _bounce(e, hit_a, e.agent_y, -1)
-    face_o = e.opponent_x + c.paddle_w
-    hit_o = (e.ball_vx < 0) & (x0 >= face_o) & (e.ball_x < face_o) & overlaps(e.opponent_y)
-    if hit_o.any(): np.copyto(e.ball_x, face_o, where=hit_o); _bounce(e, hit_o, e.opponent_y, 1)
-    won, lost = e.ball_x + bs < 0, e.ball_x > S
-    e.serve(won | lost)
-    if not e._all_scoring: sc = c.scoring[None, :]; won &= sc; lost &= sc; hit_a &= sc
+# %% ../nbs/01_games.ipynb #c048
+def move_balls(engine: PongEngine):
+    "Move every ball one tick, bouncing off the top and bottom edges."
+    lowest = engine.cfg.size - engine.cfg.ball_size
+    engine.ball_x += engine.ball_vx
+    engine.ball_y += engine.ball_vy
+    top, bottom = engine.ball_y < 0, engine.ball_y > lowest
+    np.copyto(engine.ball_y, -engine.ball_y, where=top)
+    np.copyto(engine.ball_y, 2*lowest - engine.ball_y, where=bottom)
+    np.copyto(engine.ball_vy, -engine.ball_vy, where=top | bottom)
+
+# %% ../nbs/01_games.ipynb #c051
+def _bounce(engine: PongEngine, hit, paddle_y, sign):
+    "Return the balls where `hit`: horizontal speed away from the paddle, vertical by hit offset."
+    c = engine.cfg
+    off = engine.ball_y + c.ball_size/2 - (paddle_y[:, None] + c.paddle_h/2)
+    off = off / ((c.paddle_h + c.ball_size)/2)
+    np.copyto(engine.ball_vx, sign * c.ball_vx, where=hit)
+    np.copyto(engine.ball_vy, c.bounce_vy * _clip(off, -1, 1), where=hit)
+
+# %% ../nbs/01_games.ipynb #c053
+def _overlaps(engine: PongEngine, paddle_y) -> np.ndarray:
+    "Balls (N, B) that overlap, vertically, a paddle whose top is at `paddle_y` (N,)."
+    top = paddle_y[:, None]
+    bottom = top + engine.cfg.paddle_h
+    return (engine.ball_y + engine.cfg.ball_size > top) & (engine.ball_y < bottom)
+
+# %% ../nbs/01_games.ipynb #c055
+def return_balls(engine: PongEngine, x_before) -> np.ndarray:
+    "Return the balls that crossed a paddle's face this tick, return the agent's returns (N, B)."
+    c = engine.cfg
+    face = engine.agent_x - c.ball_size              # ball's x when touching the agent's paddle
+    hit_a = (engine.ball_vx > 0) & (x_before <= face) & (engine.ball_x > face)
+    hit_a &= _overlaps(engine, engine.agent_y)
+    if hit_a.any():
+        np.copyto(engine.ball_x, face, where=hit_a)
+        _bounce(engine, hit_a, engine.agent_y, -1)
+    face_o = engine.opponent_x + c.paddle_w
+    hit_o = (engine.ball_vx < 0) & (x_before >= face_o) & (engine.ball_x < face_o)
+    hit_o &= _overlaps(engine, engine.opponent_y)
+    if hit_o.any():
+        np.copyto(engine.ball_x, face_o, where=hit_o)
+        _bounce(engine, hit_o, engine.opponent_y, 1)
+    return hit_a
+
+# %% ../nbs/01_games.ipynb #c057
+def tick(engine: PongEngine, action) -> tuple:
+    "Advance every game one physics tick: (agent points, opponent points, agent returns) per game."
+    c = engine.cfg
+    move_paddles(engine, action)
+    x_before = engine.ball_x.copy()
+    move_balls(engine)
+    hit_a = return_balls(engine, x_before)
+    won, lost = engine.ball_x + c.ball_size < 0, engine.ball_x > c.size
+    engine.serve(won | lost)
+    if not engine._all_scoring:
+        won, lost, hit_a = (a & c.scoring[None, :] for a in (won, lost, hit_a))
     return won.sum(1), lost.sum(1), hit_a.sum(1)
 
-# %% ../nbs/01_games.ipynb #c012
-def _rect_index(e: PongEngine, top, left, h, w):
-    "Index arrays drawing an h×w rectangle at integer (top, left) in every game (clipped to the field)."
-    S = e.cfg.size
-    ys = np.clip(np.rint(top).astype(np.int64)[:, None] + np.arange(h), 0, S - 1)
-    xs = np.clip(np.rint(left).astype(np.int64)[:, None] + np.arange(w), 0, S - 1)
-    return e._rows, ys[:, :, None], xs[:, None, :]
+# %% ../nbs/01_games.ipynb #c060
+def _rect_index(engine: PongEngine, top, left, height, width):
+    "Index arrays drawing a rectangle at integer (top, left) in every game (clipped to the field)."
+    size = engine.cfg.size
+    ys = np.clip(np.rint(top).astype(np.int64)[:, None] + np.arange(height), 0, size - 1)
+    xs = np.clip(np.rint(left).astype(np.int64)[:, None] + np.arange(width), 0, size - 1)
+    return engine._rows, ys[:, :, None], xs[:, None, :]
 
-def render_labels(e: PongEngine, out=None) -> np.ndarray:
+# %% ../nbs/01_games.ipynb #c062
+def render_labels(engine: PongEngine, out=None) -> np.ndarray:
     "Draw the label image (N, H, W) of the current state into `out` (default: the engine's buffer)."
-    c = e.cfg; out = e.labels if out is None else out
+    c = engine.cfg
+    out = engine.labels if out is None else out
     out.fill(0)
-    out[_rect_index(e, e.agent_y, np.full(e.n, e.agent_x), c.paddle_h, c.paddle_w)] = 1
-    out[_rect_index(e, e.opponent_y, np.full(e.n, e.opponent_x), c.paddle_h, c.paddle_w)] = 2
+    paddle = c.paddle_h, c.paddle_w
+    out[_rect_index(engine, engine.agent_y, np.full(engine.n, engine.agent_x), *paddle)] = 1
+    out[_rect_index(engine, engine.opponent_y, np.full(engine.n, engine.opponent_x), *paddle)] = 2
     for b in range(c.n_balls):
-        out[_rect_index(e, e.ball_y[:, b], e.ball_x[:, b], c.ball_size, c.ball_size)] = 3 + b
+        square = c.ball_size, c.ball_size
+        out[_rect_index(engine, engine.ball_y[:, b], engine.ball_x[:, b], *square)] = 3 + b
     return out
 
-# %% ../nbs/01_games.ipynb #c015
+# %% ../nbs/01_games.ipynb #c065
 def pixel_ids(cfg: GameConfig) -> np.ndarray:
     "The label id of each of the P object pixels listed by `object_pixels`, in drawing order."
     pad, ball = cfg.paddle_h * cfg.paddle_w, cfg.ball_size ** 2
-    return np.repeat(np.arange(1, 3 + cfg.n_balls, dtype=np.uint8), [pad, pad] + [ball] * cfg.n_balls)
+    counts = [pad, pad] + [ball] * cfg.n_balls
+    return np.repeat(np.arange(1, 3 + cfg.n_balls, dtype=np.uint8), counts)
 
-def object_pixels(e: PongEngine, rows=None, ball_x=None, ball_y=None) -> np.ndarray:
-    "Flat offsets (n, P) of the objects' pixels of games `rows` (default: all), balls optionally placed at `ball_x`, `ball_y`."
-    c, S = e.cfg, e.cfg.size
+# %% ../nbs/01_games.ipynb #c067
+def object_pixels(engine: PongEngine, rows=None, ball_x=None, ball_y=None) -> np.ndarray:
+    "Flat offsets (n, P) of the objects' pixels of games `rows` (default: all)."
+    c, size = engine.cfg, engine.cfg.size                 # balls at `ball_x`, `ball_y` if given
     sel = (lambda a: a) if rows is None else (lambda a: a[rows])
-    bx, by = sel(e.ball_x) if ball_x is None else ball_x, sel(e.ball_y) if ball_y is None else ball_y
-    pad_y = _clip(np.rint(np.stack([sel(e.agent_y), sel(e.opponent_y)], 1)).astype(np.intp), 0, S - c.paddle_h)
-    pad = pad_y[:, :, None] * S + e._pad_px                                                      # (n, 2, h*w)
-    ys = _clip(np.rint(by).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, S - 1)      # (n, B, bs)
-    xs = _clip(np.rint(bx).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, S - 1)
-    balls = ys[..., :, None] * S + xs[..., None, :]                                              # (n, B, bs, bs)
+    bx = sel(engine.ball_x) if ball_x is None else ball_x
+    by = sel(engine.ball_y) if ball_y is None else ball_y
+    pad_y = np.rint(np.stack([sel(engine.agent_y), sel(engine.opponent_y)], 1)).astype(np.intp)
+    pad = _clip(pad_y, 0, size - c.paddle_h)[:, :, None] * size + engine._pad_px   # (n, 2, h*w)
+    ys = _clip(np.rint(by).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, size - 1)
+    xs = _clip(np.rint(bx).astype(np.intp)[..., None] + np.arange(c.ball_size), 0, size - 1)
+    balls = ys[..., :, None] * size + xs[..., None, :]                      # (n, B, bs, bs)
     return np.concatenate([pad.reshape(len(pad), -1), balls.reshape(len(pad), -1)], 1)
 
-# %% ../nbs/01_games.ipynb #c018
-SCENE_FIELDS = ('agent_y', 'opponent_y', 'ball_x', 'ball_y', 'ball_vx', 'ball_vy')
+# %% ../nbs/01_games.ipynb #c070
+SCENE_FIELDS = ('agent_y', 'opponent_y', 'ball_x', 'ball_y', 'ball_vx', 'ball_vy')   # settable
 
+# %% ../nbs/01_games.ipynb #c072
+def _check_range(scene: dict, keys, hi: float, what: str):
+    "Raise if a value of `scene[k]`, for `k` in `keys`, lies outside [0, hi]."
+    for k in keys:
+        if k in scene and np.any((np.asarray(scene[k]) < 0) | (np.asarray(scene[k]) > hi)):
+            raise ValueError(f'scene.{k}: {what} must lie in [0, {hi}]')
+
+# %% ../nbs/01_games.ipynb #c074
 def check_scene(cfg: GameConfig, scene: dict):
     "Raise a clear error if `scene` places objects outside the field or overlaps balls."
-    S, bs = cfg.size, cfg.ball_size
     for k, v in scene.items():
-        if k not in SCENE_FIELDS: raise ValueError(f'scene: unknown field {k!r}; fields are {SCENE_FIELDS}')
+        if k not in SCENE_FIELDS:
+            raise ValueError(f'scene: unknown field {k!r}, fields are {SCENE_FIELDS}')
         if not np.all(np.isfinite(v)): raise ValueError(f'scene.{k}: values must be finite')
-    for k in ('agent_y', 'opponent_y'):
-        if k in scene and np.any((np.asarray(scene[k]) < 0) | (np.asarray(scene[k]) > S - cfg.paddle_h)):
-            raise ValueError(f'scene.{k}: paddle must lie in [0, {S - cfg.paddle_h}]')
-    for k in ('ball_x', 'ball_y'):
-        if k in scene and np.any((np.asarray(scene[k]) < 0) | (np.asarray(scene[k]) > S - bs)):
-            raise ValueError(f'scene.{k}: ball must lie in [0, {S - bs}]')
+    _check_range(scene, ('agent_y', 'opponent_y'), cfg.size - cfg.paddle_h, 'paddle')
+    _check_range(scene, ('ball_x', 'ball_y'), cfg.size - cfg.ball_size, 'ball')
     if cfg.n_balls == 2 and 'ball_x' in scene and 'ball_y' in scene:
-        x, y = np.broadcast_arrays(np.asarray(scene['ball_x'], float), np.asarray(scene['ball_y'], float))
-        if x.shape[-1] == 2 and np.any((np.abs(x[..., 0] - x[..., 1]) < bs) & (np.abs(y[..., 0] - y[..., 1]) < bs)):
+        x, y = np.broadcast_arrays(*(np.asarray(scene[k], float) for k in ('ball_x', 'ball_y')))
+        apart = cfg.ball_size
+        if x.shape[-1] == 2 and np.any((np.abs(x[..., 0] - x[..., 1]) < apart)
+                                       & (np.abs(y[..., 0] - y[..., 1]) < apart)):
             raise ValueError('scene: the two balls overlap')
 
-def set_scene(e: PongEngine, **scene):
-    "Set (part of) the state of every game; arrays broadcast to (N,) for paddles and (N, B) for balls."
-    check_scene(e.cfg, scene)
+# %% ../nbs/01_games.ipynb #c076
+def set_scene(engine: PongEngine, **scene):
+    "Set (part of) the state of every game; arrays broadcast to (N,) for paddles, (N, B) for balls."
+    check_scene(engine.cfg, scene)
     for k, v in scene.items():
-        a = getattr(e, k); a[...] = np.broadcast_to(np.asarray(v, dtype=float), a.shape)
+        a = getattr(engine, k)
+        a[...] = np.broadcast_to(np.asarray(v, dtype=float), a.shape)
 
-# %% ../nbs/01_games.ipynb #c021
+# %% ../nbs/01_games.ipynb #c079
 class FrameStack:
-    "Observation stack (N, stack, H, W) and label image of an engine's games, redrawn by writing object pixels only."
-    def __init__(self, e: PongEngine):
-        c, N, F = e.cfg, e.n, e.cfg.size ** 2
+    "Observation stack (N, stack, H, W) and label image of an engine's games, drawn pixel-wise."
+    def __init__(self, engine: PongEngine):
+        c, n, area = engine.cfg, engine.n, engine.cfg.size ** 2
         ids = pixel_ids(c)
-        self.e, self.F = e, F
-        self.obs = np.full((N, c.stack, c.size, c.size), c.grey_background, np.uint8)
-        self._oflat, self._lflat = self.obs.reshape(-1), e.labels.reshape(-1)
-        self._obase = (np.arange(N * c.stack, dtype=np.intp) * F).reshape(N, c.stack, 1)  # first pixel of each frame
-        self._lbase = (np.arange(N, dtype=np.intp) * F)[:, None]                             # ... of each label image
-        self._drawn = np.broadcast_to(self._obase, (N, c.stack, len(ids))).copy()  # flat offsets drawn in each frame
-        self._drawn_lab = np.broadcast_to(self._lbase, (N, len(ids))).copy()       # ... and in the label image
+        self.engine, self.area = engine, area
+        self.obs = np.full((n, c.stack, c.size, c.size), c.grey_background, np.uint8)
+        self._oflat, self._lflat = self.obs.reshape(-1), engine.labels.reshape(-1)
+        frame_starts = np.arange(n * c.stack, dtype=np.intp) * area
+        self._obase = frame_starts.reshape(n, c.stack, 1)         # first pixel of each frame
+        self._lbase = (np.arange(n, dtype=np.intp) * area)[:, None]   # ... of each label image
+        self._drawn = np.broadcast_to(self._obase, (n, c.stack, len(ids))).copy()  # offsets drawn
+        self._drawn_lab = np.broadcast_to(self._lbase, (n, len(ids))).copy()       # ... in labels
         self._grey = np.ascontiguousarray(np.broadcast_to(c.greys[ids], self._drawn.shape))
         self._ids = np.ascontiguousarray(np.broadcast_to(ids, self._drawn_lab.shape))
 
-    def push(self, pix):
-        "Shift every stack one frame back and draw the newest frame, with objects at `pix` (N, P), and its labels."
-        d, dl = self._drawn, self._drawn_lab
-        self._oflat[d] = self.e.cfg.grey_background                  # erase the objects of every stacked frame
-        np.subtract(d[:, 1:], self.F, out=d[:, :-1])                 # frame k shows what frame k + 1 showed
-        np.add(self._obase[:, -1], pix, out=d[:, -1])
-        self._oflat[d] = self._grey                                  # draw them
-        self._lflat[dl] = 0; np.add(self._lbase, pix, out=dl); self._lflat[dl] = self._ids
+# %% ../nbs/01_games.ipynb #c082
+@patch_to(FrameStack)
+def push(self, pix):
+    "Shift every stack one frame back, draw the newest frame (objects at `pix` (N, P)) and labels."
+    d, dl = self._drawn, self._drawn_lab
+    self._oflat[d] = self.engine.cfg.grey_background          # erase the objects of every frame
+    np.subtract(d[:, 1:], self.area, out=d[:, :-1])              # frame k shows what k + 1 showed
+    np.add(self._obase[:, -1], pix, out=d[:, -1])
+    self._oflat[d] = self._grey                                  # draw them
+    self._lflat[dl] = 0
+    np.add(self._lbase, pix, out=dl)
+    self._lflat[dl] = self._ids
 
-    def restack(self, mask):
-        "Redraw the whole stack and labels of games `mask` (N,) from the current state, balls drawn back in time."
-        e, c, idx = self.e, self.e.cfg, np.flatnonzero(mask)
-        if not idx.size: return
-        n, S, bs = len(idx), c.size, c.ball_size
-        back = ((c.stack - 1 - np.arange(c.stack)) * c.frame_skip)[None, :, None]        # ticks back, per stacked frame
-        bx, by = (_clip(a[idx][:, None] - back * v[idx][:, None], 0, S - bs).reshape(n * c.stack, -1)
-                  for a, v in ((e.ball_x, e.ball_vx), (e.ball_y, e.ball_vy)))
-        self._drawn[idx] = self._obase[idx] + object_pixels(e, np.repeat(idx, c.stack), bx, by).reshape(n, c.stack, -1)
-        self.obs[idx] = c.grey_background; self._oflat[self._drawn[idx]] = self._grey[:n]
-        self._drawn_lab[idx] = self._lbase[idx] + object_pixels(e, idx)
-        e.labels[idx] = 0; self._lflat[self._drawn_lab[idx]] = self._ids[:n]
+# %% ../nbs/01_games.ipynb #c084
+@patch_to(FrameStack)
+def restack(self, mask):
+    "Redraw the whole stack and labels of games `mask` (N,), balls drawn back in time."
+    engine, c, idx = self.engine, self.engine.cfg, np.flatnonzero(mask)
+    if not idx.size: return
+    n, lowest = len(idx), c.size - c.ball_size
+    back = ((c.stack - 1 - np.arange(c.stack)) * c.frame_skip)[None, :, None]   # ticks back
+    bx, by = (_clip(a[idx][:, None] - back * v[idx][:, None], 0, lowest).reshape(n * c.stack, -1)
+              for a, v in ((engine.ball_x, engine.ball_vx), (engine.ball_y, engine.ball_vy)))
+    pix = object_pixels(engine, np.repeat(idx, c.stack), bx, by).reshape(n, c.stack, -1)
+    self._drawn[idx] = self._obase[idx] + pix
+    self.obs[idx] = c.grey_background
+    self._oflat[self._drawn[idx]] = self._grey[:n]
+    self._drawn_lab[idx] = self._lbase[idx] + object_pixels(engine, idx)
+    engine.labels[idx] = 0
+    self._lflat[self._drawn_lab[idx]] = self._ids[:n]
 
-# %% ../nbs/01_games.ipynb #c024
+# %% ../nbs/01_games.ipynb #c087
 class PongVectorEnv(VectorEnv):
     """N Pong games of one variant, stepped together.
 
-    **Action space**: `MultiDiscrete([3] * N)`: 0 stay, 1 up, 2 down, for the agent's (right) paddle.
-    **Observation space**: `Box(0, 255, (N, stack, size, size), uint8)`: the last `stack` grey frames.
-    **Rewards**: +1 when the opponent misses a scoring ball, -1 when the agent misses one, `hit_reward`
-    when the agent returns one; the distractor of `pong-2balls-target` never rewards or punishes.
-    **Starting state**: paddles centred, every ball served from the centre line at a uniform random height,
-    towards a random side, with vertical speed uniform in ±`serve_vy`.
-    **Episode end**: terminated when either side has `points` points; truncated after `max_steps` steps.
-    **Arguments**: `game` or a full `config` (`GameConfig`), `num_envs`, and any `GameConfig` field as keyword.
-    **Mask labels**: `self.labels`, a dict object name → label id (`background` 0, `agent_paddle` 1,
-    `opponent_paddle` 2, then the balls: `ball`; `ball_a`, `ball_b`; or `target`, `distractor`).
-    **Version history**: v0: first version. `pong-2balls` v1: a ball served while the other is in play goes
-    the way the other is not going (`serve_apart`: the balls never reach a paddle together), and the
-    opponent's speed is 1.5 (v0: 1.75). `pong` and `pong-2balls-target` are unchanged (v0).
+    ## Description
+    The agent's paddle (right) plays a scripted opponent (left) in `pong`, `pong-2balls` (two
+    scoring balls) or `pong-2balls-target` (a target that scores and a distractor that never does).
+    ## Action Space
+    `MultiDiscrete([3] * N)`: 0 stay, 1 up, 2 down, for the agent's (right) paddle.
+    ## Observation Space
+    `Box(0, 255, (N, stack, size, size), uint8)`: the last `stack` grey frames of each game.
+    ## Rewards
+    +1 when the opponent misses a scoring ball, -1 when the agent misses one, `hit_reward` when the
+    agent returns one. The distractor of `pong-2balls-target` never rewards or punishes.
+    ## Starting State
+    Paddles centred, every ball served from the centre line at a uniform random height, towards a
+    random side, with vertical speed uniform in ±`serve_vy`.
+    ## Episode End
+    Terminated when either side has `points` points, truncated after `max_steps` steps.
+    ## Arguments
+    `num_envs`, `game` or a full `config` (`GameConfig`), and any `GameConfig` field as keyword.
+    `self.labels` maps object names to label ids (`background` 0, `agent_paddle` 1,
+    `opponent_paddle` 2, then the balls: `ball`, or `ball_a` and `ball_b`, or `target` and
+    `distractor`).
+    ## Version History
+    v0: first version. `pong-2balls` v1: a ball served while the other is in play goes the way the
+    other is not going (`serve_apart`), and the opponent's speed is 1.5 (v0: 1.75). `pong` and
+    `pong-2balls-target` are unchanged (v0).
     """
     metadata = {'render_modes': ['rgb_array'], 'autoreset_mode': gym.vector.AutoresetMode.SAME_STEP}
 
-    def __init__(self, num_envs: int = 8, game: str = 'pong', config: GameConfig | None = None, render_mode=None, **kw):
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1: raise ValueError(f'num_envs must be a positive int, got {num_envs!r}')
+    def __init__(self, num_envs: int = 8, game: str = 'pong', config: GameConfig | None = None,
+                 render_mode=None, **kw):
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f'num_envs must be a positive int, got {num_envs!r}')
         self.cfg = config if config is not None else GameConfig(game=game, **kw)
         if config is not None and kw: self.cfg = replace(config, **kw)
         c, self.num_envs, self.render_mode = self.cfg, int(num_envs), render_mode
@@ -311,105 +445,232 @@ class PongVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.labels = c.labels
-        self._stack = FrameStack(self.engine); self._obs = self._stack.obs
-        self._rew = np.zeros(self.num_envs, np.float32)
-        self._ret = np.zeros(self.num_envs, np.float64)
-        self._term = np.zeros(self.num_envs, bool); self._trunc = np.zeros(self.num_envs, bool)
-        self._final = np.zeros_like(self._obs)                     # info['final_obs'] (rows of ended games)
-        self._restack = self._stack.restack
-
-    def reset(self, *, seed=None, options=None):
-        "Start every game anew; `options={'scene': {...}}` then sets the scene (see `set_scene`)."
-        super().reset(seed=seed)
-        self.engine.rng = self.np_random
-        allm = np.ones(self.num_envs, bool)
-        if options and 'scene' in options: check_scene(self.cfg, options['scene'])
-        self.engine.reset_games(allm); self._ret[:] = 0
-        if options and 'scene' in options: set_scene(self.engine, **options['scene'])
-        self._restack(allm)
-        return self._obs, {'labels': self.engine.labels}
+        self._allocate()
 
     def set_scene(self, **scene):
-        "Set the state of every game (see `set_scene`) and redraw the observation stack; returns the observation."
-        set_scene(self.engine, **scene); self._restack(np.ones(self.num_envs, bool))
+        "Set the state of every game (see `set_scene`), redraw the stack, return the observation."
+        set_scene(self.engine, **scene)
+        self._restack(np.ones(self.num_envs, bool))
         return self._obs
 
-    def step(self, actions):
-        e, c = self.engine, self.cfg
-        a = np.asarray(actions)
-        if a.shape != (self.num_envs,): raise ValueError(f'actions must have shape ({self.num_envs},), got {a.shape}')
-        if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= len(ACTIONS):
-            raise ValueError(f'actions must be integers in [0, {len(ACTIONS) - 1}] (stay, up, down), got {a}')
-        won, lost, hits = tick(e, a)
-        for _ in range(c.frame_skip - 1):
-            w, l, h = tick(e, a); won += w; lost += l; hits += h
-        np.subtract(won, lost, out=self._rew, casting='unsafe'); self._rew += c.hit_reward * hits
-        e.score[:, 0] += won; e.score[:, 1] += lost; e.steps += 1; self._ret += self._rew
-        np.greater_equal(e.score.max(1), c.points, out=self._term)
-        np.logical_and(~self._term, e.steps >= c.max_steps, out=self._trunc)
-        self._stack.push(object_pixels(e))
-        info = {'labels': e.labels, 'won': won, 'lost': lost}
-        done = self._term | self._trunc
-        if done.any():
-            info['episode'] = {'r': self._ret.copy(), 'l': e.steps.copy(), 'won': e.score[:, 0].copy(), 'lost': e.score[:, 1].copy()}
-            info['_episode'] = done.copy()
-            self._final[done] = self._obs[done]
-            info['final_obs'] = self._final; info['_final_obs'] = done.copy()
-            e.reset_games(done); self._ret[done] = 0
-            self._restack(done)
-        return self._obs, self._rew, self._term, self._trunc, info
+# %% ../nbs/01_games.ipynb #c089
+@patch_to(PongVectorEnv)
+def _allocate(self):
+    "Allocate the frame stack and the buffers `step` fills in place."
+    n = self.num_envs
+    self._stack = FrameStack(self.engine)
+    self._obs = self._stack.obs
+    self._rew = np.zeros(n, np.float32)
+    self._ret = np.zeros(n, np.float64)
+    self._term = np.zeros(n, bool)
+    self._trunc = np.zeros(n, bool)
+    self._final = np.zeros_like(self._obs)             # info['final_obs'] (rows of ended games)
+    self._restack = self._stack.restack
 
-    def render(self):
-        "The newest frame of every game as RGB (N, H, W, 3)."
-        f = self._obs[:, -1]
-        return np.repeat(f[..., None], 3, -1)
+# %% ../nbs/01_games.ipynb #c091
+@patch_to(PongVectorEnv)
+def reset(self, *, seed=None, options=None):
+    "Start every game anew, then set the scene of `options={'scene': {...}}` (see `set_scene`)."
+    VectorEnv.reset(self, seed=seed)
+    self.engine.rng = self.np_random
+    every = np.ones(self.num_envs, bool)
+    scene = (options or {}).get('scene')
+    if scene is not None: check_scene(self.cfg, scene)
+    self.engine.reset_games(every)
+    self._ret[:] = 0
+    if scene is not None: set_scene(self.engine, **scene)
+    self._restack(every)
+    return self._obs, {'labels': self.engine.labels}
 
-# %% ../nbs/01_games.ipynb #c029
+# %% ../nbs/01_games.ipynb #c094
+def check_actions(actions, num_envs: int) -> np.ndarray:
+    "The actions as an array, or an error if they are not `num_envs` integers in [0, 2]."
+    a = np.asarray(actions)
+    if a.shape != (num_envs,):
+        raise ValueError(f'actions must have shape ({num_envs},), got {a.shape}')
+    if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= len(ACTIONS):
+        raise ValueError(f'actions must be integers in [0, {len(ACTIONS) - 1}] '
+                         f'(stay, up, down), got {a}')
+    return a
+
+# %% ../nbs/01_games.ipynb #c096
+def play(engine: PongEngine, actions, frame_skip: int) -> tuple:
+    "Run `frame_skip` ticks with the same actions: summed (won, lost, returns) per game."
+    won, lost, hits = tick(engine, actions)
+    for _ in range(frame_skip - 1):
+        more_won, more_lost, more_hits = tick(engine, actions)
+        won += more_won
+        lost += more_lost
+        hits += more_hits
+    return won, lost, hits
+
+# %% ../nbs/01_games.ipynb #c098
+@patch_to(PongVectorEnv)
+def step(self, actions):
+    "Advance every game one agent step: (obs, reward, terminated, truncated, info), buffers reused."
+    engine, c = self.engine, self.cfg
+    won, lost, hits = play(engine, check_actions(actions, self.num_envs), c.frame_skip)
+    np.subtract(won, lost, out=self._rew, casting='unsafe')
+    self._rew += c.hit_reward * hits
+    engine.score[:, 0] += won
+    engine.score[:, 1] += lost
+    engine.steps += 1
+    self._ret += self._rew
+    np.greater_equal(engine.score.max(1), c.points, out=self._term)
+    np.logical_and(~self._term, engine.steps >= c.max_steps, out=self._trunc)
+    self._stack.push(object_pixels(engine))
+    info = {'labels': engine.labels, 'won': won, 'lost': lost}
+    done = self._term | self._trunc
+    if done.any(): self._end_episodes(done, info)
+    return self._obs, self._rew, self._term, self._trunc, info
+
+@patch_to(PongVectorEnv)
+def _end_episodes(self, done, info: dict):
+    "Record the ended games' episode statistics and last observation in `info`, start them anew."
+    engine = self.engine
+    info['episode'] = {'r': self._ret.copy(), 'l': engine.steps.copy(),
+                       'won': engine.score[:, 0].copy(), 'lost': engine.score[:, 1].copy()}
+    info['_episode'] = done.copy()
+    self._final[done] = self._obs[done]
+    info['final_obs'] = self._final
+    info['_final_obs'] = done.copy()
+    engine.reset_games(done)
+    self._ret[done] = 0
+    self._restack(done)
+
+# %% ../nbs/01_games.ipynb #c100
+@patch_to(PongVectorEnv)
+def render(self):
+    "The newest frame of every game as RGB (N, H, W, 3)."
+    return np.repeat(self._obs[:, -1][..., None], 3, -1)
+
+# %% ../nbs/01_games.ipynb #c105
+@patch_to(PongVectorEnv)
+def _state_arrays(self) -> dict:
+    "The live arrays that make up the env's state, by state-dict key."
+    engine, stack = self.engine, self._stack
+    return {'agent_y': engine.agent_y, 'opponent_y': engine.opponent_y,
+            'ball_x': engine.ball_x, 'ball_y': engine.ball_y, 'ball_vx': engine.ball_vx,
+            'ball_vy': engine.ball_vy, 'score': engine.score, 'steps': engine.steps,
+            'labels': engine.labels, 'obs': self._obs,
+            'drawn': stack._drawn, 'drawn_labels': stack._drawn_lab,
+            'episode_return': self._ret, 'reward': self._rew, 'terminated': self._term,
+            'truncated': self._trunc, 'final_obs': self._final}
+
+# %% ../nbs/01_games.ipynb #c107
+@patch_to(PongVectorEnv)
+def state_dict(self) -> dict:
+    """Everything that determines the env's future, as copies: a flat dict for `load_state_dict`.
+
+    ## Contents
+    Numpy arrays (copies), N games, B balls, P object pixels per frame:
+    - `agent_y`, `opponent_y` (N,): paddle tops
+    - `ball_x`, `ball_y`, `ball_vx`, `ball_vy` (N, B): ball positions and velocities
+    - `score` (N, 2): points of (agent, opponent) this episode, `steps` (N,): steps this episode
+    - `labels` (N, H, W): label image of the newest frame
+    - `obs` (N, stack, H, W): the observation
+    - `drawn` (N, stack, P), `drawn_labels` (N, P): flat offsets of the pixels drawn in them
+    - `episode_return` (N,): return so far this episode
+    - `reward`, `terminated`, `truncated` (N,): the last step's outputs
+    - `final_obs` (N, stack, H, W): the last observations of ended games
+    One non-array entry: `np_random`, the state of `self.np_random.bit_generator` (a JSON-able
+    dict).
+    """
+    state = {k: a.copy() for k, a in self._state_arrays().items()}
+    state['np_random'] = self.np_random.bit_generator.state
+    return state
+
+# %% ../nbs/01_games.ipynb #c109
+def check_state(state: dict, arrays: dict):
+    "Raise a one-line error naming the first key of `state` that is missing, unknown or misshapen."
+    for k in (*arrays, 'np_random'):
+        if k not in state: raise ValueError(f'load_state_dict: key {k!r} is missing')
+    for k in state:
+        if k not in arrays and k != 'np_random':
+            raise ValueError(f'load_state_dict: unknown key {k!r}')
+    for k, a in arrays.items():
+        if tuple(np.shape(state[k])) != a.shape:
+            raise ValueError(f'load_state_dict: {k!r} has shape {tuple(np.shape(state[k]))}, '
+                             f'expected {a.shape}')
+
+# %% ../nbs/01_games.ipynb #c111
+@patch_to(PongVectorEnv)
+def load_state_dict(self, state: dict) -> np.ndarray:
+    """Restore the env in place from `state_dict()`'s output, return the observation buffer.
+
+    ## Arguments
+    `state`: a dict with exactly the keys of `state_dict()`, arrays of the same shapes (from an env
+    of the same config and `num_envs`). Every buffer keeps its identity (`buffer[...] = saved`), so
+    arrays returned earlier by `reset` or `step` show the restored state.
+    ## Returns
+    The current observation: the same array object that `step` returns.
+    """
+    arrays = self._state_arrays()
+    check_state(state, arrays)
+    for k, a in arrays.items(): a[...] = state[k]
+    self.np_random.bit_generator.state = state['np_random']
+    self.engine.rng = self.np_random
+    return self._obs
+
+# %% ../nbs/01_games.ipynb #c115
 class PongEnv(gym.Env):
-    "One Pong game (see `PongVectorEnv` for the spec); `info['labels']` is the label image of the newest frame."
+    "One Pong game (spec: `PongVectorEnv`), `info['labels']` is the newest frame's label image."
     metadata = {'render_modes': ['rgb_array'], 'render_fps': 30}
 
-    def __init__(self, game: str = 'pong', config: GameConfig | None = None, render_mode=None, **kw):
+    def __init__(self, game: str = 'pong', config: GameConfig | None = None, render_mode=None,
+                 **kw):
         self.venv = PongVectorEnv(1, game, config, **kw)
         self.cfg, self.labels, self.render_mode = self.venv.cfg, self.venv.labels, render_mode
-        self.observation_space, self.action_space = self.venv.single_observation_space, self.venv.single_action_space
+        self.observation_space = self.venv.single_observation_space
+        self.action_space = self.venv.single_action_space
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        obs, info = self.venv.reset(seed=seed if seed is not None else int(self.np_random.integers(2**31)), options=options)
+        seed = seed if seed is not None else int(self.np_random.integers(2**31))
+        obs, info = self.venv.reset(seed=seed, options=options)
         return obs[0].copy(), {'labels': info['labels'][0].copy()}
 
     def step(self, action):
-        if not self.action_space.contains(action): raise ValueError(f'action must be 0, 1 or 2 (stay, up, down), got {action!r}')
+        if not self.action_space.contains(action):
+            raise ValueError(f'action must be 0, 1 or 2 (stay, up, down), got {action!r}')
         obs, r, term, trunc, info = self.venv.step(np.array([action]))
-        out = {'labels': info['labels'][0].copy(), 'won': int(info['won'][0]), 'lost': int(info['lost'][0])}
+        out = {'labels': info['labels'][0].copy(), 'won': int(info['won'][0]),
+               'lost': int(info['lost'][0])}
         if 'final_obs' in info: out['final_obs'] = info['final_obs'][0].copy()
         return obs[0].copy(), float(r[0]), bool(term[0]), bool(trunc[0]), out
 
     def set_scene(self, **scene):
-        "Set the game's state (see `set_scene`); returns the redrawn observation."
+        "Set the game's state (see `set_scene`), return the redrawn observation."
         return self.venv.set_scene(**scene)[0].copy()
 
     def render(self): return self.venv.render()[0] if self.render_mode == 'rgb_array' else None
 
-ENV_IDS = {'pong': 'atoms/Pong-v0', 'pong-2balls': 'atoms/Pong2Balls-v1', 'pong-2balls-target': 'atoms/Pong2BallsTarget-v0'}
-for _g, _id in ENV_IDS.items():
-    if _id not in gym.registry:
-        gym.register(_id, entry_point=PongEnv, kwargs={'game': _g}, vector_entry_point=PongVectorEnv, max_episode_steps=None)
+# %% ../nbs/01_games.ipynb #c117
+ENV_IDS = {'pong': 'atoms/Pong-v0', 'pong-2balls': 'atoms/Pong2Balls-v1',
+           'pong-2balls-target': 'atoms/Pong2BallsTarget-v0'}          # gymnasium id per variant
+for _game, _env_id in ENV_IDS.items():
+    if _env_id not in gym.registry:
+        gym.register(_env_id, entry_point=PongEnv, kwargs={'game': _game},
+                     vector_entry_point=PongVectorEnv, max_episode_steps=None)
 
-# %% ../nbs/01_games.ipynb #c032
-LABEL_COLOURS = np.array([[30, 30, 30], [92, 186, 92], [213, 130, 74], [236, 236, 236], [80, 140, 240]], np.uint8)
+# %% ../nbs/01_games.ipynb #c120
+LABEL_COLOURS = np.array([[30, 30, 30], [92, 186, 92], [213, 130, 74], [236, 236, 236],
+                          [80, 140, 240]], np.uint8)                # RGB of each label id
 
+# %% ../nbs/01_games.ipynb #c122
 def show_games(seed: int = 0, steps: int = 30):
-    "A figure: the newest frame of each variant beside its colour-coded labels (after `steps` random steps)."
-    import matplotlib.pyplot as plt
+    "A figure: the newest frame of each variant beside its colour-coded labels after random steps."
+    import matplotlib.pyplot as plt   # lazy: only this figure needs matplotlib (1 s to import)
     fig, ax = plt.subplots(2, len(GAMES), figsize=(3*len(GAMES), 6))
     for j, g in enumerate(GAMES):
-        env = PongVectorEnv(1, g); env.reset(seed=seed); rng = np.random.default_rng(seed)
+        env = PongVectorEnv(1, g)
+        env.reset(seed=seed)
+        rng = np.random.default_rng(seed)
         for _ in range(steps): obs, *_, info = env.step(rng.integers(0, 3, 1))
-        ax[0, j].imshow(obs[0, -1], cmap='gray', vmin=0, vmax=255); ax[0, j].set_title(g)
+        ax[0, j].imshow(obs[0, -1], cmap='gray', vmin=0, vmax=255)
+        ax[0, j].set_title(g)
         ax[1, j].imshow(LABEL_COLOURS[info['labels'][0]])
-        ax[1, j].set_title(', '.join(f'{k}' for k in env.labels if k != 'background'), fontsize=7)
-        for a in ax[:, j]: a.set_xticks([]); a.set_yticks([])
+        ax[1, j].set_title(', '.join(k for k in env.labels if k != 'background'), fontsize=7)
+        for a in ax[:, j]: a.set(xticks=[], yticks=[])
     fig.tight_layout()
     return fig

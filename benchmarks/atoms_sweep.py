@@ -6,6 +6,12 @@ backward of the same seeds through the same network (goal <= 1.5x).
 
 Random initialisation (no trained agent needed); frames are `synthetic_frames` (two paddles and a ball).
 Every figure is the median of `--repeats` runs. The machine's load is printed: timings under contention are noisy.
+
+What it measures is `checkpoint_atoms` on its default path (two-pass z⁺/Flat LRP, fused straight to the ATOM
+inputs, see the Relevance chapter), 150 frames of the NATURE net per checkpoint, against plain autograd. Notes
+from running it: on a 2-core machine shared with training, one torch thread (`checkpoint_atoms(..., threads=1)`,
+restored afterwards) is much the faster setting; the fused path is faster than computing the full per-neuron
+maps, because the second convolution's transposed convolution is replaced by a small matrix product per frame.
 """
 import argparse, os, statistics, time
 
@@ -14,7 +20,7 @@ import torch.nn.functional as F
 
 from atoms.nets import NATURE, make_net
 from atoms.relevance import (checkpoint_atoms, synthetic_frames, zplus_forward, fast_neuron_relevance,
-                             fast_pixel_relevance, zennit_pixel_relevance, fused_inputs, _selected)
+                             fast_pixel_relevance, zennit_pixel_relevance, fused_inputs, relevant_indices)
 
 
 def median_time(fn, repeats):
@@ -68,8 +74,8 @@ def main():
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} '
           f'on {os.cpu_count()} cores; NATURE actor-critic (random init), {a.frames} frames, pass-1 seed {a.seed!r}')
 
-    recs, out = zplus_forward(net, obs)
-    neurons = _selected(fast_neuron_relevance(recs, out, a.seed), 0.9)
+    records, out = zplus_forward(net, obs)
+    neurons = relevant_indices(fast_neuron_relevance(records, out, a.seed), 0.9)
     n_pairs = int((neurons >= 0).sum())
     print(f'|S(x)|: mean {n_pairs / a.frames:.1f}, max {neurons.shape[1]} of {net.cfg.hidden} F_c neurons -> {n_pairs} frame·neuron pairs')
 

@@ -33,36 +33,42 @@ def steps_per_s(env, n, n_actions, repeats, seconds, min_steps=3):
         k, t0, c0 = 0, time.perf_counter(), time.process_time()
         while k < min_steps or time.perf_counter() - t0 < seconds:
             env.step(acts[k % 64]); k += 1
-        rates.append(n * k / (time.perf_counter() - t0)); cpu.append(n * k / max(time.process_time() - c0, 1e-9))
+        rates.append(n * k / (time.perf_counter() - t0))
+        cpu.append(n * k / max(time.process_time() - c0, 1e-9))
     env.close()
     return statistics.median(rates), statistics.median(cpu)
 
 
 def makers(game, threads):
-    "Constructors (n -> vector env, number of actions) of every compared env; ale ones only if ale-py imports."
+    "Constructors (n -> vector env, number of actions) of every compared env (ale: if it imports)."
     out = {'atoms': (lambda n: PongVectorEnv(n, game), 3),
            'sync': (lambda n: gym.vector.SyncVectorEnv([lambda: PongEnv(game) for _ in range(n)]), 3)}
     try:
-        import ale_py
-        from ale_py.vector_env import AtariVectorEnv
+        import ale_py   # lazy: optional (a dev requirement); without it the ale rows are skipped
+        from ale_py.vector_env import AtariVectorEnv   # lazy: optional, as above
         gym.register_envs(ale_py)
         out['ale'] = (lambda n: AtariVectorEnv('pong', n, num_threads=threads), 6)
-        out['ale-gym'] = (lambda n: gym.vector.SyncVectorEnv([lambda: gym.make('ALE/Pong-v5') for _ in range(n)]), 6)
+        out['ale-gym'] = (lambda n: gym.vector.SyncVectorEnv([lambda: gym.make('ALE/Pong-v5')
+                                                              for _ in range(n)]), 6)
     except ImportError as err:
         print(f'ale-py not available ({err}): its rows are skipped')
     return out
 
 
 def profile(game, n, steps=400):
-    "Where the time of one vector step goes: cProfile of `steps` steps of n games, functions by own time."
-    env = PongVectorEnv(n, game); env.reset(seed=0)
+    "Where the time of a vector step goes: cProfile of `steps` steps of n games, by own time."
+    env = PongVectorEnv(n, game)
+    env.reset(seed=0)
     acts = np.random.default_rng(0).integers(0, 3, (steps, n))
     for a in acts[:20]: env.step(a)
-    pr = cProfile.Profile(); pr.enable()
+    pr = cProfile.Profile()
+    pr.enable()
     for a in acts: env.step(a)
     pr.disable()
-    s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats('tottime').print_stats(12)
-    print(f'\nprofile: {steps} steps of {game} at N={n} (own time per function)'); print(s.getvalue())
+    s = io.StringIO()
+    pstats.Stats(pr, stream=s).sort_stats('tottime').print_stats(12)
+    print(f'\nprofile: {steps} steps of {game} at N={n} (own time per function)')
+    print(s.getvalue())
 
 
 def main(argv=None):
@@ -73,21 +79,24 @@ def main(argv=None):
     p.add_argument('--seconds', type=float, default=0.3, help='minimum duration of one timed run')
     p.add_argument('--threads', type=int, default=2, help="ale-py AtariVectorEnv threads")
     p.add_argument('--skip', nargs='*', default=[], help='rows to skip: sync, ale, ale-gym')
-    p.add_argument('--ale-max', type=int, default=256, help='largest N for the ale rows (1024 emulators are slow to build)')
-    p.add_argument('--profile', action='store_true', help='also print a cProfile of the atoms env at the largest size')
+    p.add_argument('--ale-max', type=int, default=256,
+                   help='largest N for the ale rows (1024 emulators are slow to build)')
+    p.add_argument('--profile', action='store_true',
+                   help='also print a cProfile of the atoms env at the largest size')
     args = p.parse_args(argv)
     envs = {k: v for k, v in makers(args.game, args.threads).items() if k not in args.skip}
-    print(f'agent steps/s, {args.game}, median of {args.repeats} runs of >= {args.seconds} s; cpus: {os.cpu_count()}, '
-          f'load average {os.getloadavg()[0]:.1f}; nan: not run')
+    print(f'agent steps/s, {args.game}, median of {args.repeats} runs of >= {args.seconds} s; '
+          f'cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; nan: not run')
     cols = list(envs)
-    print(f"{'N':>6} " + ' '.join(f'{c:>12}' for c in cols) + ' ' + ' '.join(f'{"atoms/" + c:>14}' for c in cols[1:])
-          + f" {'atoms per cpu-s':>16}")
+    print(f"{'N':>6} " + ' '.join(f'{c:>12}' for c in cols) + ' '
+          + ' '.join(f'{"atoms/" + c:>14}' for c in cols[1:]) + f" {'atoms per cpu-s':>16}")
     for n in args.sizes:
         r, cpu = {}, {}
         for name, (make, n_actions) in envs.items():
-            if name.startswith('ale') and n > args.ale_max: r[name] = cpu[name] = float('nan'); continue
+            r[name] = cpu[name] = float('nan')
+            if name.startswith('ale') and n > args.ale_max: continue
             try: r[name], cpu[name] = steps_per_s(make(n), n, n_actions, args.repeats, args.seconds)
-            except Exception as err: print(f'  {name} at N={n} failed: {err!r}'); r[name] = cpu[name] = float('nan')
+            except Exception as err: print(f'  {name} at N={n} failed: {err!r}')
         print(f'{n:>6} ' + ' '.join(f'{r[c]:>12,.0f}' for c in cols) + ' ' +
               ' '.join(f'{r["atoms"] / r[c]:>14.1f}' for c in cols[1:]) + f' {cpu["atoms"]:>16,.0f}', flush=True)
     if args.profile: profile(args.game, max(args.sizes))

@@ -12,7 +12,6 @@ same network, same batch), median of several alternating measurements.
 """
 import argparse, json, statistics, sys, time
 from pathlib import Path
-import numpy as np
 import torch
 import gymnasium as gym
 from atoms.policies import evaluate, random_policy, time_to_skill
@@ -23,19 +22,24 @@ from atoms.games import GAMES, PongEnv
 
 def throughput(cfg, reference: bool, updates: int) -> tuple:
     "Training steps/s of `updates` A2C updates, and the milliseconds per agent step spent inside env.step."
-    tr = open_run(cfg)
+    trainer = open_run(cfg)
     if reference:
-        c = tr.cfg
-        tr.env = gym.vector.SyncVectorEnv([lambda: PongEnv(c.game, stack=c.frames, frame_skip=c.frame_skip)] * c.num_envs)
-        tr.obs, _ = tr.env.reset(seed=c.seed)
-    env_s, step = [0.0], tr.env.step
+        c = trainer.cfg
+        make = lambda: PongEnv(c.game, stack=c.frames, frame_skip=c.frame_skip)
+        trainer.env = gym.vector.SyncVectorEnv([make] * c.num_envs)
+        trainer.obs, _ = trainer.env.reset(seed=c.seed)
+    env_s, step = [0.0], trainer.env.step
     def timed(a):
-        t = time.perf_counter(); out = step(a); env_s[0] += time.perf_counter() - t; return out
-    tr.env.step = timed
-    for _ in range(3): ac_step(tr)                       # warm-up
-    env_s[0] = 0.0; t = time.perf_counter()
-    for _ in range(updates): ac_step(tr)
-    n = updates * tr.cfg.num_envs * tr.cfg.n_steps
+        t = time.perf_counter()
+        out = step(a)
+        env_s[0] += time.perf_counter() - t
+        return out
+    trainer.env.step = timed
+    for _ in range(3): ac_step(trainer)                       # warm-up
+    env_s[0] = 0.0
+    t = time.perf_counter()
+    for _ in range(updates): ac_step(trainer)
+    n = updates * trainer.cfg.num_envs * trainer.cfg.n_steps
     return n / (time.perf_counter() - t), 1e3 * env_s[0] / n
 
 

@@ -87,3 +87,12 @@ def test_bad_checkpoints_name_the_file(tmp_path):
     from atoms.nets import make_net, NATURE
     with pytest.raises(ArtifactError, match='does not fit'): load_checkpoint(good, make_net('actor_critic', NATURE))
     with pytest.raises(ArtifactError, match='file not found'): load_checkpoint(tmp_path/'none.safetensors')
+
+
+def test_train_help_names_where_defaults_come_from(capsys):
+    from atoms.cli import main
+    with pytest.raises(SystemExit) as e: main(['train', '--help'])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert 'default: per algorithm and game' in out and 'rmsprop' in out and 'pong-2balls, a2c' in out
+    assert '--norm-adv' in out or '--norm_adv' in out

@@ -1,13 +1,16 @@
 """ATOMs: the fast, vectorised metrics against slow, obviously-correct loops over frames, neurons and pixels."""
 from itertools import combinations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
 from atoms.attention import (combinatorial_attention, hierarchical_attention, object_attention, relevance_share,
-                             relevant_neurons, atoms_table)
+                             relevant_neurons, atoms_table, label_index, Metric, METRICS, subset_name)
 
 
 # ---------------------------------------------------------------- reference implementations (plain loops)
@@ -160,5 +163,22 @@ def test_atoms_table_schema():
     t = atoms_table(nr, pr, labels, objects, step=123, method='lrp_two_pass')
     assert list(t.columns) == ['step', 'object', 'metric', 'method', 'value']
     assert str(t.step.dtype) == 'int64' and str(t.value.dtype) == 'float64'
-    assert len(t.query("metric == 'combinatorial'")) == 7 and 'obj1+obj2+obj3' in set(t.object)
-    np.testing.assert_allclose(t.query("metric == 'hierarchical_norm'").value.sum(), 1.0)
+    assert len(t[t.metric == Metric.COMBINATORIAL]) == 7
+    assert subset_name(('obj1', 'obj2', 'obj3')) in set(t.object)
+    np.testing.assert_allclose(t[t.metric == Metric.HIERARCHICAL_NORM].value.sum(), 1.0)
+    assert tuple(t.metric.unique()) == METRICS[:3] + (Metric.SHARE_POS, Metric.SHARE_POS_PER_PX,
+                                                      Metric.SHARE_ABS, Metric.SHARE_ABS_PER_PX)
+
+
+def test_metric_names_cover_the_committed_tables():
+    "Every metric name in the committed ATOM tables is one of `METRICS`."
+    tables = sorted((Path(__file__).resolve().parents[1] / 'artifacts' / 'runs').glob('*/atoms.parquet'))
+    assert tables
+    for f in tables:
+        assert set(pd.read_parquet(f, columns=['metric']).metric) <= set(METRICS), f
+
+
+def test_label_index_background_and_order():
+    labels = np.array([[[0, 3], [1, 3]]])
+    names, idx = label_index(labels, {'ball': 3, 'paddle': 1})
+    assert names == ['ball', 'paddle'] and idx.tolist() == [[2, 0, 1, 0]]      # background -> G

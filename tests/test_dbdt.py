@@ -1,10 +1,10 @@
 "DBDT: oracle and random agents, bad scene specs, reproducibility, interception geometry, CIs, the `atoms dbdt` command."
-from dataclasses import replace
 import numpy as np, pandas as pd, pytest, torch
 from scipy.stats import binomtest, norm, pearsonr
 from atoms.policies import save_checkpoint
 from atoms.training import TrainConfig, net_config
-from atoms.core import load_table, verify_artifact
+from atoms.core import artifacts_dir, load_table, verify_artifact
+from atoms.dbdt import DBDTConfig, bounce_height, dbdt
 from atoms.dbdt import (SceneSpec, cross_ticks, attention_behaviour, attention_logit, logistic_fit, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
                         oracle_agent, random_agent, run_trials, start_scenes, summarise, wilson, TWO_BALL_GAMES)
 from atoms.games import GameConfig, PongVectorEnv
@@ -97,6 +97,18 @@ def test_sampling_policy_reproducible():
 
 
 # --- geometry ------------------------------------------------------------------------------------------------
+
+def test_bounce_height_matches_stepwise_bouncing():
+    "The closed form φ equals a ball moved tick by tick and reflected off 0 and the span."
+    span, y0, vy = 82., 30., 1.7
+    y, v = y0, vy
+    for t in range(1, 300):
+        y += v
+        if y < 0: y, v = -y, -v
+        elif y > span: y, v = 2*span - y, -v
+        height, direction = bounce_height(y0 + vy * t, span)
+        assert height == pytest.approx(y, abs=1e-9) and direction == np.sign(v)
+
 
 @pytest.mark.parametrize('frame_skip', [1, 2, 3])
 def test_intercepts_match_the_engine(frame_skip):
@@ -251,3 +263,20 @@ def test_cli_corrupt_checkpoint(tmp_path, capsys):
     (run/'checkpoints'/'step_000004000.safetensors').write_bytes(b'not a checkpoint')
     with pytest.raises(SystemExit) as e: main(['dbdt', str(run), '--no-progress'])
     assert e.value.code == 2 and 'step_000004000.safetensors' in capsys.readouterr().err
+
+
+# --- the committed results ------------------------------------------------------------------------------------
+
+def test_committed_tables_are_what_the_code_produces(tmp_path):
+    "`atoms dbdt` on a committed run gives its committed tables: behaviour exactly, attention to 1e-5."
+    run = artifacts_dir()/'runs'/'pong__a2c__1'
+    if not (run/'dbdt'/'manifest.json').exists(): pytest.skip('no committed DBDT tables for pong__a2c__1')
+    out = dbdt(DBDTConfig(str(run), out=str(tmp_path), progress=False))
+    for name in ('dbdt.parquet', 'dbdt_summary.parquet', 'dbdt_attention.parquet'):
+        new, old = load_table(out/name), load_table(run/'dbdt'/name)
+        pd.testing.assert_frame_equal(new, old, check_exact=False, rtol=0, atol=1e-5)
+    new, old = load_table(out/'dbdt.parquet'), load_table(run/'dbdt'/'dbdt.parquet')
+    behaviour = [c for c in old.columns if not c.startswith(('hierarchical_norm', 'share_pos'))]
+    pd.testing.assert_frame_equal(new[behaviour], old[behaviour], check_exact=True)
+    pd.testing.assert_frame_equal(load_table(out/'dbdt_summary.parquet'),
+                                  load_table(run/'dbdt'/'dbdt_summary.parquet'), check_exact=True)

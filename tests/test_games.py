@@ -1,5 +1,6 @@
 """Games: property tests over random seeds and action sequences, bad arguments, determinism and opponent strength."""
 import hashlib
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings, strategies as st
 
-from atoms.games import (ENV_IDS, GAMES, GameConfig, PongEngine, PongEnv, PongVectorEnv, check_scene, render_labels,
-                         set_scene)
+from atoms.games import (ENV_IDS, GAMES, GameConfig, PongEngine, PongEnv, PongVectorEnv, check_scene,
+                         render_labels)
 
 SMALL = dict(points=2, max_steps=60)          # short episodes, so resets and truncations happen within a test
 
@@ -287,3 +288,55 @@ def test_balls_never_arrive_together(game, seed, size, frame_skip):
         inside = ((e.ball_x >= face_o) & (e.ball_x <= face_a)).all(1)
         same = inside & (np.sign(e.ball_vx[:, 0]) == np.sign(e.ball_vx[:, 1]))
         assert (np.abs(e.ball_x[same, 0] - e.ball_x[same, 1]) >= (face_a - face_o) / 2).all()
+
+
+# ---------------------------------------------------------------- saving and restoring
+def record(env, actions):
+    "Everything `step` returns over `actions`, copied (info flattened to arrays)."
+    out = []
+    for a in actions:
+        obs, r, term, trunc, info = env.step(a)
+        out += [obs.copy(), r.copy(), term.copy(), trunc.copy()]
+        out += [np.asarray(v).copy() for k, v in sorted(info.items()) if k != 'episode']
+        out += [np.asarray(v).copy() for k, v in sorted(info.get('episode', {}).items())]
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(game=st.sampled_from(GAMES), seed=st.integers(0, 2**31 - 1), k=st.integers(0, 60), m=st.integers(1, 80),
+       frame_skip=st.sampled_from([1, 2]), stack=st.sampled_from([1, 4]))
+def test_state_dict_resumes_bit_for_bit(game, seed, k, m, frame_skip, stack):
+    "k steps, state_dict, m steps; a fresh env reset with another seed and loaded replays the m steps exactly."
+    kw = dict(frame_skip=frame_skip, stack=stack, **SMALL)
+    rng = np.random.default_rng(seed)
+    src = PongVectorEnv(3, game, **kw)
+    src.reset(seed=seed)
+    record(src, rng.integers(0, 3, (k, 3)))
+    state = src.state_dict()
+    actions = rng.integers(0, 3, (m, 3))
+    expected = record(src, actions)
+    dst = PongVectorEnv(3, game, **kw)
+    obs, _ = dst.reset(seed=seed + 1)
+    assert dst.load_state_dict(state) is obs
+    got = record(dst, actions)
+    assert len(got) == len(expected)
+    for x, y in zip(got, expected):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+
+
+def test_state_dict_contract():
+    "Copies under fixed keys plus one JSON-able `np_random`; bad states are refused, naming the key, unapplied."
+    env = PongVectorEnv(2, 'pong-2balls')
+    env.reset(seed=0)
+    state = env.state_dict()
+    assert [k for k, v in state.items() if not isinstance(v, np.ndarray)] == ['np_random']
+    json.dumps(state['np_random'])
+    assert not any(np.shares_memory(v, env._obs) for v in state.values() if isinstance(v, np.ndarray))
+    before = env.state_dict()
+    with pytest.raises(ValueError, match="key 'steps' is missing"):
+        env.load_state_dict({k: v for k, v in state.items() if k != 'steps'})
+    with pytest.raises(ValueError, match="'ball_x' has shape"):
+        env.load_state_dict({**state, 'ball_x': np.zeros((2, 1))})
+    after = env.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before if k != 'np_random')

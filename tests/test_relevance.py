@@ -1,5 +1,8 @@
 """LRP: zennit and the fast path against a hand-written dense-matrix z⁺ propagation; conservation; batching."""
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -7,7 +10,7 @@ from torch import nn
 from atoms.nets import NetConfig, ActorCritic, QNetwork, SMALL, make_net
 from atoms.relevance import (explain, zennit_neuron_relevance, zennit_pixel_relevance, zplus_forward,
                              fast_neuron_relevance, fast_pixel_relevance, checkpoint_atoms, synthetic_frames, METHODS,
-                             fused_inputs)
+                             fused_inputs, Method, METHOD_LABELS, MODES, method_label)
 from atoms.attention import object_attention, combine_maps
 
 TINY = NetConfig(frames=2, size=12, channels=(3, 4), kernels=(4, 3), strides=(2, 1), hidden=6, n_actions=3)
@@ -74,9 +77,9 @@ def test_zplus_matches_dense_reference(seed):
     np.testing.assert_allclose(out_z[0].numpy(), f, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(r_z[0].numpy(), R_k, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(zennit_pixel_relevance(net, x, all_k)[0].numpy(), maps, rtol=1e-4, atol=1e-7)
-    recs, out = zplus_forward(net, x)
-    np.testing.assert_allclose(fast_neuron_relevance(recs, out)[0].numpy(), R_k, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(fast_pixel_relevance(recs, all_k, batch=4)[0].numpy(), maps, rtol=1e-4, atol=1e-7)
+    records, out = zplus_forward(net, x)
+    np.testing.assert_allclose(fast_neuron_relevance(records, out)[0].numpy(), R_k, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fast_pixel_relevance(records, all_k, batch=4)[0].numpy(), maps, rtol=1e-4, atol=1e-7)
 
 
 def test_conservation_without_bias():
@@ -155,7 +158,7 @@ def test_checkpoint_atoms_table():
     torch.manual_seed(0)
     t = checkpoint_atoms(make_net('actor_critic', SMALL), obs, lab, objs, step=5000, seed='softmax', frames_per_chunk=3)
     assert list(t.columns) == ['step', 'object', 'metric', 'method', 'value'] and (t.step == 5000).all()
-    assert set(t.method) == {'lrp_two_pass'}
+    assert set(t.method) == {Method.LRP_TWO_PASS}
     np.testing.assert_allclose(t.query("metric == 'hierarchical_norm'").value.sum(), 1.0)
     assert t.value.notna().all()
 
@@ -168,8 +171,8 @@ def test_fused_atom_inputs_equal_full_maps(cfg):
     obs, lab, objs = synthetic_frames(5, seed=3)
     lab[4][lab[4] == 2] = 0                                            # opponent absent from frame 4
     e = explain(net, obs, seed='softmax')
-    recs, _ = zplus_forward(net, obs)
-    oa, maps = fused_inputs(recs, e.neurons, e.neuron_relevance, lab, objs, batch=9)
+    records, _ = zplus_forward(net, obs)
+    oa, maps = fused_inputs(records, e.neurons, e.neuron_relevance, lab, objs, batch=9)
     ref = object_attention(e.pixel_relevance, lab, objs)
     np.testing.assert_array_equal(np.isnan(oa), np.isnan(ref))
     assert np.isnan(oa[4, :, 1]).all() and not np.isnan(oa[:4]).any()
@@ -179,3 +182,12 @@ def test_fused_atom_inputs_equal_full_maps(cfg):
     t_zennit = checkpoint_atoms(net, obs, lab, objs, step=1, seed='softmax', backend='zennit')
     pd_equal = np.allclose(t_fused.value, t_zennit.value, rtol=1e-3, atol=1e-7, equal_nan=True)
     assert pd_equal and (t_fused.object == t_zennit.object).all()
+
+
+def test_method_labels_cover_the_committed_tables():
+    "Every label in the committed ATOM tables is one of `METHOD_LABELS`, built as `{method}_{mode}`."
+    tables = sorted((Path(__file__).resolve().parents[1] / 'artifacts' / 'runs').glob('*/atoms.parquet'))
+    assert tables
+    assert METHOD_LABELS == tuple(method_label(m, mode) for m in METHODS for mode in MODES)
+    for f in tables:
+        assert set(pd.read_parquet(f, columns=['method']).method) <= set(METHOD_LABELS), f
