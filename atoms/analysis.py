@@ -5,7 +5,10 @@
 # %% ../nbs/08_analysis.ipynb #c002
 from __future__ import annotations
 import json
+import os
+import re
 import shutil
+import tempfile
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -13,19 +16,21 @@ import pandas as pd
 import torch
 import tyro
 from tqdm.auto import tqdm
-from .core import (artifacts_dir, load_table, load_weights, read_manifest, save_table,
-                        save_weights, write_manifest)
+from .core import (ArtifactError, artifacts_dir, begin_command, command_line, end_command,
+                        load_table, load_weights, read_manifest, save_table, save_weights,
+                        verify_artifact, verify_file, write_manifest)
 from .evalset import load_eval_set
 from .policies import load_checkpoint
 from .attention import combine_maps
 from .relevance import checkpoint_atoms, explain, METHODS
 
 # %% auto #0
-__all__ = ['ATOM_COLUMNS', 'RUN_FILES', 'PACKAGED_FILES', 'AnalyseConfig', 'split_method', 'parse_methods',
-           'check_analyse_config', 'checkpoints_of', 'spread_indices', 'steps_to_analyse', 'eval_inputs',
-           'checkpoint_maps', 'analyse_checkpoint', 'load_atoms_table', 'load_maps', 'pending_checkpoints',
-           'save_progress', 'analyse_command', 'analyse', 'PackageConfig', 'check_packable', 'copy_run',
-           'package_manifest', 'package_run']
+__all__ = ['ANALYSE_MINIMA', 'ATOM_COLUMNS', 'ANALYSE_WRITES', 'RUN_FILES', 'PACKAGED_FILES', 'AnalyseConfig', 'split_method',
+           'parse_methods', 'check_analyse_config', 'checkpoint_step', 'checkpoints_of', 'spread_indices',
+           'steps_to_analyse', 'eval_inputs', 'checkpoint_maps', 'analyse_checkpoint', 'load_atoms_table', 'load_maps',
+           'pending_checkpoints', 'save_progress', 'analyse_command', 'analyse_settings', 'check_legacy_settings',
+           'check_listed_checkpoints', 'start_analysis', 'analyse', 'PackageConfig', 'check_packable', 'package_dest',
+           'check_replaceable', 'copy_run', 'package_manifest', 'swap_in', 'clean_stale_packages', 'package_run']
 
 # %% ../nbs/08_analysis.ipynb #c007
 @dataclass
@@ -61,31 +66,43 @@ def parse_methods(names) -> list[tuple[str, str, str]]:
     return methods
 
 # %% ../nbs/08_analysis.ipynb #c014
+ANALYSE_MINIMA = dict(every=1, n_frames=1, map_checkpoints=0, map_frames=1, threads=1)  # lowest
+
 def check_analyse_config(cfg: AnalyseConfig) -> list[tuple[str, str, str]]:
     "Validate `cfg`; return its methods as (name, method, mode) triples."
     if not Path(cfg.run).is_dir():
         raise FileNotFoundError(f'{Path(cfg.run)}: run folder not found')
-    if cfg.every < 1:
-        raise ValueError(f'AnalyseConfig.every must be >= 1, got {cfg.every}')
+    for field, lowest in ANALYSE_MINIMA.items():
+        value = getattr(cfg, field)
+        if value is not None and not value >= lowest:     # n_frames None: the whole set
+            raise ValueError(f'AnalyseConfig.{field} must be >= {lowest}, got {value}')
     return parse_methods(cfg.methods)
 
 # %% ../nbs/08_analysis.ipynb #c017
+def checkpoint_step(path) -> int:
+    "The step in a checkpoint's file name `step_{step}.safetensors`; any other name is an error."
+    found = re.fullmatch(r'step_(\d+)\.safetensors', Path(path).name)
+    if not found:
+        raise ArtifactError(f'{path}: not a checkpoint name (expected step_<integer>.safetensors)')
+    return int(found.group(1))
+
+# %% ../nbs/08_analysis.ipynb #c019
 def checkpoints_of(run) -> list[tuple[int, Path]]:
     "The (step, path) of every checkpoint of a run, by step."
     d = Path(run)/'checkpoints'
     if not d.is_dir():
         raise FileNotFoundError(f'{d}: no checkpoints folder (is {run} a training run?)')
-    out = sorted((int(p.stem.split('_')[1]), p) for p in d.glob('step_*.safetensors'))
+    out = sorted((checkpoint_step(p), p) for p in d.glob('step_*.safetensors'))
     if not out:
         raise FileNotFoundError(f'{d}: no checkpoints found')
     return out
 
-# %% ../nbs/08_analysis.ipynb #c020
+# %% ../nbs/08_analysis.ipynb #c022
 def spread_indices(n: int, k: int) -> list[int]:
     "At most `k` distinct indices into `n` items, evenly spread, first and last included."
     return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
 
-# %% ../nbs/08_analysis.ipynb #c022
+# %% ../nbs/08_analysis.ipynb #c024
 def steps_to_analyse(steps: list,           # checkpoint steps of the run, in order
                      every: int,            # analyse every `every`-th checkpoint
                      map_checkpoints: int,  # how many analysed checkpoints keep their maps
@@ -95,7 +112,7 @@ def steps_to_analyse(steps: list,           # checkpoint steps of the run, in or
     keep = {steps[idx[i]] for i in spread_indices(len(idx), map_checkpoints)}
     return {steps[i] for i in idx}, keep
 
-# %% ../nbs/08_analysis.ipynb #c025
+# %% ../nbs/08_analysis.ipynb #c027
 def eval_inputs(meta: dict,                   # checkpoint metadata (from `load_checkpoint`)
                 eval_dir: str | None = None,  # evaluation-set folder (default: the game's)
                 n_frames: int | None = None,  # use only the first n frames of the set
@@ -108,14 +125,14 @@ def eval_inputs(meta: dict,                   # checkpoint metadata (from `load_
                          f'the agent takes {frames}')
     return torch.as_tensor(es['obs'][:n_frames]), es['labels'][:n_frames], es['objects']
 
-# %% ../nbs/08_analysis.ipynb #c028
+# %% ../nbs/08_analysis.ipynb #c030
 def checkpoint_maps(net, obs: torch.Tensor, method: str, mode: str) -> torch.Tensor:
     "Relevance maps kept for figures: combined over the selected neurons, newest frame, float16."
     e = explain(net, obs, method, mode=mode)
     maps = torch.as_tensor(combine_maps(e.neuron_relevance, e.pixel_relevance))
     return maps[:, -1].to(torch.float16)
 
-# %% ../nbs/08_analysis.ipynb #c030
+# %% ../nbs/08_analysis.ipynb #c032
 def analyse_checkpoint(net,                      # the agent at this checkpoint
                        step: int,                # its env step
                        evalset: tuple,           # (obs, labels, objects), see `eval_inputs`
@@ -132,7 +149,7 @@ def analyse_checkpoint(net,                      # the agent at this checkpoint
             maps[f'{name}/{step}'] = checkpoint_maps(net, obs[:map_frames], method, mode)
     return parts
 
-# %% ../nbs/08_analysis.ipynb #c033
+# %% ../nbs/08_analysis.ipynb #c035
 ATOM_COLUMNS = ['step', 'object', 'metric', 'method', 'value']   # the columns of atoms.parquet
 
 def load_atoms_table(path) -> pd.DataFrame:
@@ -140,13 +157,13 @@ def load_atoms_table(path) -> pd.DataFrame:
     path = Path(path)
     return load_table(path) if path.exists() else pd.DataFrame(columns=ATOM_COLUMNS)
 
-# %% ../nbs/08_analysis.ipynb #c035
+# %% ../nbs/08_analysis.ipynb #c037
 def load_maps(run: Path) -> dict:
     "The relevance maps kept so far in the run folder (none yet: an empty dict)."
     path = Path(run)/'maps.safetensors'
     return load_weights(path)[0] if path.exists() else {}
 
-# %% ../nbs/08_analysis.ipynb #c037
+# %% ../nbs/08_analysis.ipynb #c039
 def pending_checkpoints(ckpts: list,   # (step, path) of every checkpoint
                         steps: set,    # the steps to analyse
                         done: set,     # (step, method name) pairs already in the table
@@ -155,29 +172,65 @@ def pending_checkpoints(ckpts: list,   # (step, path) of every checkpoint
     "The (step, path) of the checkpoints to analyse that still lack some method's ATOMs."
     return [(s, p) for s, p in ckpts if s in steps and any((s, m) not in done for m in names)]
 
-# %% ../nbs/08_analysis.ipynb #c039
+# %% ../nbs/08_analysis.ipynb #c041
 def save_progress(table: pd.DataFrame, maps: dict, run: Path, map_frames: int, game: str):
-    "Write the ATOM table and the kept maps (if any) into the run folder."
-    save_table(table, run/'atoms.parquet')
+    "Write the kept maps (if any), then the ATOM table, whose rows mark the step done."
     if maps:
         meta = {'frames': list(range(map_frames)), 'game': game}
         save_weights(maps, run/'maps.safetensors', meta)
-
-# %% ../nbs/08_analysis.ipynb #c041
-def analyse_command(cfg: AnalyseConfig) -> str:
-    "The `atoms analyse` command line of `cfg`."
-    skip = ('run', 'progress')
-    opts = ' '.join(f'--{k} {v}' for k, v in asdict(cfg).items() if k not in skip)
-    return f'atoms analyse {Path(cfg.run)} ' + opts
+    save_table(table, run/'atoms.parquet')
 
 # %% ../nbs/08_analysis.ipynb #c043
-def analyse(cfg: AnalyseConfig) -> Path:
-    "Sweep the checkpoints of `cfg.run`; returns the path of its `atoms.parquet`."
+def analyse_command(cfg: AnalyseConfig) -> str:
+    "The re-runnable `atoms analyse` command line of `cfg`."
+    return command_line('atoms analyse', cfg, skip=('progress',))
+
+# %% ../nbs/08_analysis.ipynb #c046
+ANALYSE_WRITES = ('atoms.parquet', 'maps.safetensors')   # the files `atoms analyse` writes
+
+def analyse_settings(cfg: AnalyseConfig) -> dict:
+    "The settings that change the rows and maps `analyse` writes (a resume must keep them)."
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in ('run', 'methods', 'threads', 'progress')}
+
+# %% ../nbs/08_analysis.ipynb #c049
+def check_legacy_settings(run: Path, settings: dict):
+    "Refuse to resume rows of an older analysis (recorded only in the config) with other settings."
+    m = read_manifest(run)
+    old = m.get('config', {}).get('analyse')
+    if 'analyse' in m.get('commands', {}) or not old or not (run/'atoms.parquet').exists(): return
+    changed = [f'{k}: {old.get(k)!r} -> {v!r}' for k, v in settings.items() if old.get(k) != v]
+    if changed:
+        raise ArtifactError(f'{run}: analyse results here were made with other settings '
+                            f'({", ".join(changed)}); to start over, delete '
+                            f'{", ".join(f for f in ANALYSE_WRITES if (run/f).exists())} in {run}')
+
+# %% ../nbs/08_analysis.ipynb #c051
+def check_listed_checkpoints(run: Path, ckpts: list):
+    "Refuse a checkpoint that the run's manifest does not list (no finished command wrote it)."
+    listed = read_manifest(run)['files']
+    for _, path in ckpts:
+        if f'checkpoints/{path.name}' not in listed:
+            raise ArtifactError(f'{path}: not listed in {run/"manifest.json"} (no finished '
+                                'command wrote it); move it out of the run to analyse the rest')
+
+# %% ../nbs/08_analysis.ipynb #c053
+def start_analysis(cfg: AnalyseConfig) -> tuple[list, list, dict, dict]:
+    "Check `cfg`, the run and its evaluation set, then record the analysis as in progress."
     methods, run = check_analyse_config(cfg), Path(cfg.run)
     ckpts = checkpoints_of(run)
-    torch.set_num_threads(cfg.threads)
+    check_listed_checkpoints(run, ckpts)
+    check_legacy_settings(run, analyse_settings(cfg))
     _, meta = load_checkpoint(ckpts[0][1])
-    evalset = eval_inputs(meta, cfg.eval_dir, cfg.n_frames)
+    evalset = eval_inputs(meta, cfg.eval_dir, cfg.n_frames)   # a bad set is refused before any write
+    begin_command(run, 'analyse', analyse_settings(cfg), ANALYSE_WRITES)
+    return methods, ckpts, meta, evalset
+
+# %% ../nbs/08_analysis.ipynb #c054
+def analyse(cfg: AnalyseConfig) -> Path:
+    "Sweep the checkpoints of `cfg.run`; returns the path of its `atoms.parquet`."
+    (methods, ckpts, meta, evalset), run = start_analysis(cfg), Path(cfg.run)
+    torch.set_num_threads(cfg.threads)
     table, maps = load_atoms_table(run/'atoms.parquet'), load_maps(run)
     done = set(zip(table['step'], table['method']))
     steps, keep = steps_to_analyse([s for s, _ in ckpts], cfg.every, cfg.map_checkpoints)
@@ -188,11 +241,11 @@ def analyse(cfg: AnalyseConfig) -> Path:
                                    maps if step in keep else None, cfg.map_frames)
         table = pd.concat([p for p in [table, *parts] if len(p)], ignore_index=True)
         save_progress(table, maps, run, cfg.map_frames, meta['config']['game'])
-    write_manifest(run, command=analyse_command(cfg), seed=meta['config']['seed'],
-                   config={**meta['config'], 'analyse': asdict(cfg)})
+    end_command(run, 'analyse', command=analyse_command(cfg), seed=meta['config']['seed'],
+                config={**meta['config'], 'analyse': asdict(cfg)})
     return run/'atoms.parquet'
 
-# %% ../nbs/08_analysis.ipynb #c047
+# %% ../nbs/08_analysis.ipynb #c058
 @dataclass
 class PackageConfig:
     "Copy the small, book-relevant part of a run into artifacts/runs/ (with a manifest)."
@@ -200,52 +253,98 @@ class PackageConfig:
     checkpoints: int = 8  # checkpoints to keep, spread over training (first and last included)
     out: str | None = None  # destination (default artifacts/runs/{run name})
 
-# %% ../nbs/08_analysis.ipynb #c050
+# %% ../nbs/08_analysis.ipynb #c061
 RUN_FILES = ('log.parquet', 'config.json', 'atoms.parquet')   # a packaged run must have these
 PACKAGED_FILES = (*RUN_FILES, 'maps.safetensors')             # copied when present
 
-def check_packable(run: Path):
-    "Raise `FileNotFoundError` if `run` lacks a file that packaging needs."
+def check_packable(run: Path) -> dict:
+    "Verify `run` against its manifest and return the manifest, if it has what packaging needs."
     for f in RUN_FILES:
         if not (run/f).exists():
             raise FileNotFoundError(f'{run/f}: missing (train and analyse the run first)')
+    m = verify_artifact(run)
+    busy = [c for c, r in m.get('commands', {}).items() if r.get('in_progress')]
+    if busy:
+        raise ArtifactError(f'{run/"manifest.json"}: {busy[0]} is in progress or was '
+                            f'interrupted; finish it (run it again) before packaging')
+    return m
 
-# %% ../nbs/08_analysis.ipynb #c052
-def copy_run(run: Path, dest: Path, checkpoints: list[Path]):
-    "Replace `dest` with the packaged files of `run` and the given checkpoints."
-    if dest.exists():
-        shutil.rmtree(dest)
+# %% ../nbs/08_analysis.ipynb #c064
+def package_dest(cfg: PackageConfig) -> Path:
+    "The destination of `cfg` (resolved), refusing the run itself, a folder inside it or above it."
+    run = Path(cfg.run).resolve()
+    dest = (Path(cfg.out) if cfg.out else artifacts_dir()/'runs'/run.name).resolve()
+    if dest == run or run in dest.parents or dest in run.parents:
+        raise ValueError(f'PackageConfig.out: {dest} is the run {run}, inside it or above it; '
+                         'choose a folder of its own (packaging must not overwrite what it reads)')
+    return dest
+
+# %% ../nbs/08_analysis.ipynb #c066
+def check_replaceable(dest: Path, run: Path):
+    "Refuse a non-empty `dest` unless it is a previous package of `run` (same name and config)."
+    if dest.exists() and not dest.is_dir(): raise ArtifactError(f'{dest}: a file, not a folder')
+    if not dest.exists() or not any(dest.iterdir()): return
+    try: m = read_manifest(dest)
+    except ArtifactError: m = {}
+    train_cfg = json.loads((run/'config.json').read_text())
+    if not (str(m.get('command', '')).startswith('atoms package') and m.get('config') == train_cfg
+            and Path(str(m.get('source'))).name == run.name):
+        raise ArtifactError(f'{dest}: not empty and not a previous package of {run}; '
+                            'choose a new or empty --out')
+
+# %% ../nbs/08_analysis.ipynb #c068
+def copy_run(run: Path, dest: Path, checkpoints: list[Path], listed: dict):
+    "Copy into the new folder `dest` the packaged files of `run` that `listed` (its manifest) has."
     (dest/'checkpoints').mkdir(parents=True)
     for f in PACKAGED_FILES:
-        if (run/f).exists():
+        if (run/f).exists() and f in listed['files']:
             shutil.copy2(run/f, dest/f)
     for p in checkpoints:
-        shutil.copy2(p, dest/'checkpoints'/p.name)
+        shutil.copy2(verify_file(run, f'checkpoints/{p.name}', listed), dest/'checkpoints'/p.name)
 
-# %% ../nbs/08_analysis.ipynb #c055
+# %% ../nbs/08_analysis.ipynb #c071
 def package_manifest(cfg: PackageConfig,  # the packaging command
                      dest: Path,            # the packaged run
                      source: dict,          # manifest of the source run
                      steps: list[int],      # steps of the kept checkpoints
                     ):
-    "Write the manifest of a packaged run: its config, source commands and kept checkpoint steps."
+    "Write a packaged run's manifest: config, source commands and settings, kept checkpoints."
     run = Path(cfg.run)
     train_cfg = json.loads((run/'config.json').read_text())
     commands = [h['command'] for h in source.get('history', [])] + [source.get('command')]
-    write_manifest(dest, command=f'atoms package {run} --checkpoints {cfg.checkpoints}',
+    skip = ('out',) if cfg.out is None else ()
+    write_manifest(dest, command=command_line('atoms package', cfg, skip=skip),
                    config=train_cfg, seed=train_cfg['seed'], source=str(run),
                    source_commands=commands, source_git_revision=source.get('git_revision'),
-                   checkpoint_steps=steps)
+                   checkpoint_steps=steps, commands=source.get('commands', {}))
 
-# %% ../nbs/08_analysis.ipynb #c056
+# %% ../nbs/08_analysis.ipynb #c072
+def swap_in(new: Path, dest: Path):
+    "Put the complete folder `new` at `dest`; a previous `dest` is deleted only after."
+    old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.old.', suffix='.tmp'))
+    if dest.exists(): os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old)
+
+# %% ../nbs/08_analysis.ipynb #c074
+def clean_stale_packages(dest: Path):
+    "Delete the temporary folders an interrupted packaging left beside `dest`."
+    for p in dest.parent.glob(f'.{dest.name}.*.tmp'):
+        if p.is_dir(): shutil.rmtree(p)
+
+# %% ../nbs/08_analysis.ipynb #c076
 def package_run(cfg: PackageConfig) -> Path:
     "Package `cfg.run` into the artifacts folder; returns the destination."
-    run = Path(cfg.run)
-    dest = Path(cfg.out) if cfg.out else artifacts_dir()/'runs'/run.name
-    check_packable(run)
-    source = read_manifest(run)
+    run, dest = Path(cfg.run), package_dest(cfg)
+    source = check_packable(run)
+    check_replaceable(dest, run)
+    clean_stale_packages(dest)
     ck = checkpoints_of(run)
     pick = spread_indices(len(ck), cfg.checkpoints)
-    copy_run(run, dest, [ck[i][1] for i in pick])
-    package_manifest(cfg, dest, source, [ck[i][0] for i in pick])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.new.', suffix='.tmp'))
+    copy_run(run, new/'run', [ck[i][1] for i in pick], source)
+    package_manifest(cfg, new/'run', source, [ck[i][0] for i in pick])
+    swap_in(new/'run', dest)
+    shutil.rmtree(new)
     return dest

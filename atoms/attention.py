@@ -11,7 +11,8 @@ import pandas as pd
 # %% auto #0
 __all__ = ['SUBSET_SEP', 'METRICS', 'label_index', 'relevant_neurons', 'object_attention', 'hierarchical_from',
            'hierarchical_attention', 'normalise', 'ranking', 'subsets', 'subset_name', 'combinatorial_from',
-           'combinatorial_attention', 'combine_maps', 'relevance_share', 'Metric', 'atoms_rows', 'atoms_table']
+           'combinatorial_attention', 'combine_maps', 'skipped_frames', 'relevance_share', 'Metric', 'atoms_rows',
+           'atoms_table']
 
 # %% ../nbs/06_attention.ipynb #c005
 def _as_numpy(a, dtype=None) -> np.ndarray:
@@ -221,27 +222,43 @@ def _object_totals(values: np.ndarray, # (X, P) per-pixel values
     return totals.reshape(n_frames, n_objects + 1)[:, :n_objects]
 
 # %% ../nbs/06_attention.ipynb #c051
-def relevance_share(pixel_relevance, labels, objects: dict,
-                    mode: str = 'pos',        # share of positive ('pos') or absolute ('abs') values
-                    per_pixel: bool = False,  # divide each frame's share by the object's area
-                   ) -> dict:
-    "Mean over frames of each object's share of the relevance of its frame."
+def _positive_part(pixel_relevance, mode: str) -> np.ndarray:
+    "φ(R) per frame, flattened to (X, P): the positive part ('pos') or the magnitude ('abs')."
     if mode not in ('pos', 'abs'):
         raise ValueError(f"mode must be 'pos' or 'abs', got {mode!r}")
     r = _as_numpy(pixel_relevance, np.float64)
     if r.ndim < 2:
         raise ValueError(f'pixel_relevance must have shape (X, *frame), got {r.shape}')
-    names, idx = label_index(labels, objects, r.shape[1:], r.shape[0])
-    r = (np.clip(r, 0, None) if mode == 'pos' else np.abs(r)).reshape(r.shape[0], -1)
+    return (np.clip(r, 0, None) if mode == 'pos' else np.abs(r)).reshape(r.shape[0], -1)
+
+# %% ../nbs/06_attention.ipynb #c053
+def skipped_frames(pixel_relevance,
+                   mode: str = 'pos',  # 'pos': no positive value; 'abs': zero everywhere
+                  ) -> int:
+    "The number of frames that `relevance_share` skips: those with no relevance to share."
+    return int((_positive_part(pixel_relevance, mode).sum(1) == 0).sum())
+
+# %% ../nbs/06_attention.ipynb #c055
+def relevance_share(pixel_relevance, labels, objects: dict,
+                    mode: str = 'pos',        # share of positive ('pos') or absolute ('abs') values
+                    per_pixel: bool = False,  # divide each frame's share by the object's area
+                   ) -> dict:
+    "Mean over frames of each object's share of the relevance of its frame (empty frames skipped)."
+    frames = _as_numpy(pixel_relevance, np.float64)
+    r = _positive_part(frames, mode)
+    names, idx = label_index(labels, objects, frames.shape[1:], frames.shape[0])
     per_obj = _object_totals(r, idx, len(names))
     area = _object_totals(np.ones_like(r), idx, len(names))
     total = r.sum(1, keepdims=True)
     with np.errstate(invalid='ignore', divide='ignore'):
-        share = np.where(total > 0, per_obj / total, np.nan)
+        share = per_obj / total
         share = np.where(area > 0, share / area if per_pixel else share, np.nan)
-    return dict(zip(names, share.mean(0).tolist()))
+    kept = share[total[:, 0] > 0]                            # skip frames without relevance
+    absent = (area == 0).any(0)                              # undefined in some frame: NaN
+    mean = kept.mean(0) if len(kept) else np.full(len(names), np.nan)
+    return dict(zip(names, np.where(absent, np.nan, mean).tolist()))
 
-# %% ../nbs/06_attention.ipynb #c054
+# %% ../nbs/06_attention.ipynb #c058
 class Metric:
     "The names of the ATOMs in the `metric` column of an ATOM table."
     HIERARCHICAL = 'hierarchical'
@@ -251,19 +268,23 @@ class Metric:
     SHARE_ABS = 'share_abs'
     SHARE_POS_PER_PX = 'share_pos_per_px'
     SHARE_ABS_PER_PX = 'share_abs_per_px'
+    SHARE_POS_SKIPPED = 'share_pos_skipped'
+    SHARE_ABS_SKIPPED = 'share_abs_skipped'
 
-# %% ../nbs/06_attention.ipynb #c056
+# %% ../nbs/06_attention.ipynb #c060
 METRICS = tuple(v for k, v in vars(Metric).items() if k.isupper())  # every metric name, in order
 
-# %% ../nbs/06_attention.ipynb #c059
+# %% ../nbs/06_attention.ipynb #c063
 def _share_metrics(maps, labels, objects) -> dict:
-    "The four relevance-share variants of the per-frame maps: dict metric -> {object: value}."
+    "The relevance shares of the per-frame maps and their skipped frames: metric -> {object: value}."
+    skipped = {mode: dict.fromkeys(objects, skipped_frames(maps, mode)) for mode in ('pos', 'abs')}
     return {Metric.SHARE_POS: relevance_share(maps, labels, objects, 'pos'),
             Metric.SHARE_POS_PER_PX: relevance_share(maps, labels, objects, 'pos', per_pixel=True),
             Metric.SHARE_ABS: relevance_share(maps, labels, objects, 'abs'),
-            Metric.SHARE_ABS_PER_PX: relevance_share(maps, labels, objects, 'abs', per_pixel=True)}
+            Metric.SHARE_ABS_PER_PX: relevance_share(maps, labels, objects, 'abs', per_pixel=True),
+            Metric.SHARE_POS_SKIPPED: skipped['pos'], Metric.SHARE_ABS_SKIPPED: skipped['abs']}
 
-# %% ../nbs/06_attention.ipynb #c061
+# %% ../nbs/06_attention.ipynb #c065
 def atoms_rows(neuron_relevance, object_att, names, step: int, method: str,
                maps=None,     # (X, *frame) combined maps, for the relevance-share metrics
                labels=None,   # (X, *frame) labels of `maps`
@@ -279,7 +300,7 @@ def atoms_rows(neuron_relevance, object_att, names, step: int, method: str,
     return [dict(step=int(step), object=g, metric=m, method=method, value=float(v))
             for m, d in metrics.items() for g, v in d.items()]
 
-# %% ../nbs/06_attention.ipynb #c063
+# %% ../nbs/06_attention.ipynb #c067
 def atoms_table(neuron_relevance, pixel_relevance, labels, objects: dict, step: int, method: str,
                 alpha: float = 0.25, outside: str = 'le') -> pd.DataFrame:
     "Every ATOM of one checkpoint and method as a tidy DataFrame (one row per object and metric)."

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any, Union
 import tyro
+from .core import ArtifactError
 from .training import TrainConfig, defaults_table, train
 from .evalset import EvalSetConfig, save_eval_set
 from .analysis import AnalyseConfig, PackageConfig, analyse, package_run
@@ -37,8 +38,8 @@ def main(argv: list[str] | None = None):
     cfg = tyro.cli(Union[choices], args=argv, prog='atoms')
     fn = next(f for cls, f in COMMANDS.values() if isinstance(cfg, cls))
     try: out = fn(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        print(f'atoms: error: {e}', file=sys.stderr)
+    except (ValueError, FileNotFoundError, ArtifactError) as e:
+        print('atoms: error: ' + ' '.join(str(e).split()), file=sys.stderr)
         raise SystemExit(2)
     if out is not None: print(out)
     if getattr(out, 'attrs', {}).get('failed'): raise SystemExit(1)  # a study with failed steps

@@ -4,15 +4,17 @@
 
 # %% ../nbs/00_core.ipynb #c002
 from __future__ import annotations
-import contextlib, datetime, hashlib, json, os, random, subprocess, sys, tempfile
+import contextlib, dataclasses, datetime, fnmatch, hashlib, json, os, random, shlex, signal
+import subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['repo_root', 'artifacts_dir', 'runs_dir', 'seed_everything', 'patch_to', 'ArtifactError', 'atomic_path', 'write_text',
-           'write_json', 'save_table', 'load_table', 'save_weights', 'load_weights', 'save_arrays', 'load_arrays',
-           'sha256', 'git_revision', 'write_manifest', 'read_manifest', 'verify_file', 'verify_artifact',
-           'load_artifact']
+__all__ = ['WEIGHTS_META_KEY', 'repo_root', 'artifacts_dir', 'runs_dir', 'seed_everything', 'patch_to', 'ArtifactError',
+           'atomic_path', 'clean_tmp', 'write_text', 'write_json', 'save_table', 'load_table', 'save_weights',
+           'load_weights', 'save_arrays', 'load_arrays', 'sha256', 'git_revision', 'write_manifest', 'read_manifest',
+           'verify_file', 'verify_artifact', 'load_artifact', 'begin_command', 'end_command', 'config_argv',
+           'command_line']
 
 # %% ../nbs/00_core.ipynb #c005
 def repo_root() -> Path:
@@ -60,6 +62,22 @@ class ArtifactError(Exception):
     "An artifact file is missing, corrupt, or does not match its manifest."
 
 # %% ../nbs/00_core.ipynb #c020
+_atomic_writes = [0]   # atomic writes finished so far by this process (for ATOMS_KILL_AT_WRITE)
+
+def _kill_if_asked():
+    "Count one atomic write; SIGKILL this process if it is the n-th and `$ATOMS_KILL_AT_WRITE=n`."
+    _atomic_writes[0] += 1
+    if os.environ.get('ATOMS_KILL_AT_WRITE', '').strip() == str(_atomic_writes[0]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+# %% ../nbs/00_core.ipynb #c022
+def _umask_mode() -> int:
+    "The permissions a new file gets under this process's umask (what `open` would give it)."
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+# %% ../nbs/00_core.ipynb #c024
 @contextlib.contextmanager
 def atomic_path(path):
     "Yield a temporary path beside `path`, on success rename it onto `path` (atomic on POSIX)."
@@ -69,38 +87,47 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _umask_mode())     # mkstemp makes 0600: give the umask's permissions
+        _kill_if_asked()
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
 
-# %% ../nbs/00_core.ipynb #c022
+# %% ../nbs/00_core.ipynb #c026
+def clean_tmp(folder) -> list[Path]:
+    "Delete the `.tmp` files that interrupted atomic writes left anywhere under `folder`."
+    stale = [p for p in Path(folder).rglob('.*.tmp') if p.is_file()]
+    for p in stale: p.unlink()
+    return stale
+
+# %% ../nbs/00_core.ipynb #c028
 def write_text(path, text: str):
     "Atomically write `text` to `path`."
     with atomic_path(path) as tmp: Path(tmp).write_text(text)
 
-# %% ../nbs/00_core.ipynb #c024
+# %% ../nbs/00_core.ipynb #c030
 def write_json(path, obj):
     "Atomically write `obj` as indented JSON."
     write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + '\n')
 
-# %% ../nbs/00_core.ipynb #c027
+# %% ../nbs/00_core.ipynb #c033
 def _why(e: Exception) -> str:
     "An exception as 'Type: message', for error messages."
     return f'{type(e).__name__}: {e}'
 
-# %% ../nbs/00_core.ipynb #c029
+# %% ../nbs/00_core.ipynb #c035
 def _check_exists(path) -> Path:
     "`path` as a Path, or `ArtifactError` if there is no such file."
     path = Path(path)
     if not path.exists(): raise ArtifactError(f'{path}: file not found')
     return path
 
-# %% ../nbs/00_core.ipynb #c031
+# %% ../nbs/00_core.ipynb #c037
 def save_table(df, path):
     "Atomically write a pandas DataFrame as parquet."
     with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
 
-# %% ../nbs/00_core.ipynb #c033
+# %% ../nbs/00_core.ipynb #c039
 def load_table(path):
     "Read a parquet table, a missing or corrupt file raises `ArtifactError` naming it."
     import pandas as pd   # lazy: pandas takes a second to import and only tables need it
@@ -109,33 +136,42 @@ def load_table(path):
     except Exception as e:
         raise ArtifactError(f'{path}: not a readable parquet table ({_why(e)})') from None
 
-# %% ../nbs/00_core.ipynb #c035
+# %% ../nbs/00_core.ipynb #c041
+WEIGHTS_META_KEY = 'atoms.json'   # the one safetensors metadata entry: all metadata, sorted JSON
+
 def save_weights(tensors: dict, path, metadata: dict | None = None):
-    "Atomically write a dict of tensors as safetensors, with JSON-encoded `metadata`."
+    "Atomically write a dict of tensors as safetensors, `metadata` as one sorted-JSON entry."
     from safetensors.torch import save_file   # lazy: imports torch, which only weights need
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    meta = {WEIGHTS_META_KEY: json.dumps(metadata or {}, sort_keys=True)}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp: save_file(tensors, str(tmp), metadata=meta)
 
-# %% ../nbs/00_core.ipynb #c037
+# %% ../nbs/00_core.ipynb #c043
+def _decode_metadata(raw: dict | None) -> dict:
+    "Weights metadata from its safetensors strings: one sorted-JSON entry, or (old) one per key."
+    raw = raw or {}
+    if set(raw) == {WEIGHTS_META_KEY}: return json.loads(raw[WEIGHTS_META_KEY])
+    return {k: json.loads(v) for k, v in raw.items()}
+
+# %% ../nbs/00_core.ipynb #c045
 def load_weights(path, device='cpu') -> tuple[dict, dict]:
     "Read safetensors as `(tensors, metadata)`, a missing or corrupt file raises `ArtifactError`."
     from safetensors import safe_open   # lazy: imports torch, which only weights need
     path = _check_exists(path)
     try:
         with safe_open(str(path), framework='pt', device=str(device)) as f:
-            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            meta = _decode_metadata(f.metadata())
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except Exception as e:
         raise ArtifactError(f'{path}: not a readable safetensors file ({_why(e)})') from None
 
-# %% ../nbs/00_core.ipynb #c039
+# %% ../nbs/00_core.ipynb #c047
 def save_arrays(path, **arrays):
     "Atomically write numpy arrays to a compressed .npz file."
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f: np.savez_compressed(f, **arrays)
 
-# %% ../nbs/00_core.ipynb #c041
+# %% ../nbs/00_core.ipynb #c049
 def load_arrays(path) -> dict:
     "Read a .npz of arrays (no pickle), a missing or corrupt file raises `ArtifactError` naming it."
     path = _check_exists(path)
@@ -144,7 +180,7 @@ def load_arrays(path) -> dict:
     except Exception as e:
         raise ArtifactError(f'{path}: not a readable .npz file ({_why(e)})') from None
 
-# %% ../nbs/00_core.ipynb #c044
+# %% ../nbs/00_core.ipynb #c052
 def sha256(path) -> str:
     "Hex sha256 of a file's bytes."
     digest = hashlib.sha256()
@@ -152,7 +188,7 @@ def sha256(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''): digest.update(chunk)
     return digest.hexdigest()
 
-# %% ../nbs/00_core.ipynb #c046
+# %% ../nbs/00_core.ipynb #c054
 def git_revision() -> str:
     "The repository's git commit (`-dirty` with uncommitted changes), or 'unknown'."
     def git(*args):
@@ -164,7 +200,7 @@ def git_revision() -> str:
         return (rev + ('-dirty' if dirty else '')) if rev else 'unknown'
     except Exception: return 'unknown'
 
-# %% ../nbs/00_core.ipynb #c048
+# %% ../nbs/00_core.ipynb #c056
 def _history(manifest_path: Path, command: str) -> list:
     "The commands that wrote into a folder before `command`, from its old manifest (if any)."
     if not manifest_path.exists(): return []
@@ -173,7 +209,7 @@ def _history(manifest_path: Path, command: str) -> list:
     last = {k: old.get(k) for k in ('command', 'git_revision', 'created')}
     return [h for h in old.get('history', []) + [last] if h['command'] != command]
 
-# %% ../nbs/00_core.ipynb #c050
+# %% ../nbs/00_core.ipynb #c058
 def write_manifest(folder, command: str | None = None, config: dict | None = None,
                    seed: int | None = None, **extra) -> dict:
     "Write `folder/manifest.json`: how the artifact was made and the sha256 of every file in it."
@@ -188,7 +224,7 @@ def write_manifest(folder, command: str | None = None, config: dict | None = Non
     write_json(folder/'manifest.json', m)
     return m
 
-# %% ../nbs/00_core.ipynb #c052
+# %% ../nbs/00_core.ipynb #c060
 def read_manifest(folder) -> dict:
     "Read `folder/manifest.json`, raising `ArtifactError` if it is missing or unreadable."
     folder = Path(folder)
@@ -199,7 +235,7 @@ def read_manifest(folder) -> dict:
     except json.JSONDecodeError as e:
         raise ArtifactError(f'{p}: manifest is not valid JSON ({e})') from None
 
-# %% ../nbs/00_core.ipynb #c054
+# %% ../nbs/00_core.ipynb #c062
 def verify_file(folder, name: str, manifest: dict | None = None) -> Path:
     "Check one file of an artifact folder against its manifest and return its path."
     folder = Path(folder)
@@ -211,17 +247,147 @@ def verify_file(folder, name: str, manifest: dict | None = None) -> Path:
                             '(changed, truncated or corrupt)')
     return p
 
-# %% ../nbs/00_core.ipynb #c056
+# %% ../nbs/00_core.ipynb #c064
 def verify_artifact(folder) -> dict:
     "Check every file of an artifact folder against its manifest and return the manifest."
     m = read_manifest(folder)
     for name in m['files']: verify_file(folder, name, m)
     return m
 
-# %% ../nbs/00_core.ipynb #c058
+# %% ../nbs/00_core.ipynb #c066
 def load_artifact(folder, name: str):
     "Verify, then read one file of an artifact folder (parquet, npz, safetensors, json or bytes)."
     p = verify_file(folder, name)
     readers = {'.parquet': load_table, '.npz': load_arrays, '.safetensors': load_weights,
                '.json': lambda p: json.loads(p.read_text())}
     return readers[p.suffix](p) if p.suffix in readers else p.read_bytes()
+
+# %% ../nbs/00_core.ipynb #c069
+def _jsonable(settings: dict) -> dict:
+    "`settings` as they read back from JSON (tuples become lists), so that both compare equal."
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+# %% ../nbs/00_core.ipynb #c071
+def _matching(folder: Path, patterns) -> list[str]:
+    "Names (relative, POSIX) of the files under `folder` that match any glob in `patterns`."
+    names = [p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_file()]
+    return sorted(n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in patterns))
+
+# %% ../nbs/00_core.ipynb #c073
+def _check_settings(folder: Path, name: str, settings: dict, record: dict | None):
+    "Refuse to resume `name` over results that it made with other settings."
+    if record is None or record['settings'] == settings: return
+    made = _matching(folder, record['writes'])
+    if not made: return
+    changed = ', '.join(f'{k}: {record["settings"].get(k)!r} -> {settings.get(k)!r}'
+                        for k in sorted(set(settings) | set(record['settings']))
+                        if record['settings'].get(k) != settings.get(k))
+    raise ArtifactError(f'{folder}: {name} results here were made with other settings ({changed});'
+                        f' to start over, delete {", ".join(made)} in {folder}')
+
+# %% ../nbs/00_core.ipynb #c075
+def _check_listed(folder: Path, m: dict, writes: list, resuming: bool) -> dict:
+    "Verify the files `m` lists; return it without the listed results of `writes` now missing."
+    files = {}
+    for name, digest in m['files'].items():
+        ours = any(fnmatch.fnmatchcase(name, pat) for pat in writes)
+        if ours and (resuming or not (folder/name).exists()): continue
+        verify_file(folder, name, m)
+        files[name] = digest
+    return {**m, 'files': files}
+
+# %% ../nbs/00_core.ipynb #c076
+def _check_unlisted(folder: Path, m: dict, writes: list, resuming: bool):
+    "Refuse a file matching `writes` that the manifest does not list, unless resuming."
+    if resuming: return
+    for name in _matching(folder, writes):
+        if name not in m['files']:
+            raise ArtifactError(f'{folder/name}: not listed in {folder/"manifest.json"} (not '
+                                'written by a finished command here); delete it to start over')
+
+# %% ../nbs/00_core.ipynb #c077
+def _now() -> str:
+    "The current UTC time, ISO 8601 to the second."
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+# %% ../nbs/00_core.ipynb #c078
+def _start_manifest(folder: Path, create: bool) -> dict:
+    "The folder's manifest, or (with `create`, in an empty or new folder) a fresh empty one."
+    if (folder/'manifest.json').exists() or not create: return read_manifest(folder)
+    if folder.exists() and any(p.is_file() for p in folder.rglob('*')):
+        raise ArtifactError(f'{folder/"manifest.json"}: manifest missing in a folder with files')
+    folder.mkdir(parents=True, exist_ok=True)
+    return dict(command=None, config={}, seed=None, history=[], git_revision=git_revision(),
+                created=_now(), files={})
+
+# %% ../nbs/00_core.ipynb #c079
+def begin_command(folder,                # the folder the command reads and writes
+                  name: str,             # the command, e.g. 'analyse'
+                  settings: dict,        # everything that changes what it writes
+                  writes,                # globs of the files it writes, e.g. ['atoms.parquet']
+                  create: bool = False,  # start a manifest in a new or empty folder
+                 ) -> dict:
+    "Verify `folder` against its manifest, then record there that command `name` is in progress."
+    folder, settings, writes = Path(folder), _jsonable(settings), list(writes)
+    if folder.exists(): clean_tmp(folder)
+    m = _start_manifest(folder, create)
+    record = m.get('commands', {}).get(name)
+    _check_settings(folder, name, settings, record)
+    resuming = bool(record and record.get('in_progress') and record['settings'] == settings)
+    m = _check_listed(folder, m, writes, resuming)
+    _check_unlisted(folder, m, writes, resuming)
+    m['commands'] = {**m.get('commands', {}), name: dict(
+        settings=settings, writes=writes, in_progress=True, started=_now())}
+    write_json(folder/'manifest.json', m)
+    return m
+
+# %% ../nbs/00_core.ipynb #c080
+def end_command(folder,                    # the folder `begin_command` was called on
+                name: str,                 # the command, as given to `begin_command`
+                command: str,              # its re-runnable command line (see `command_line`)
+                config: dict | None = None,  # replaces the manifest's config when given
+                seed: int | None = None,   # replaces the manifest's seed when given
+                **extra,                   # more top-level manifest entries
+               ) -> dict:
+    "Hash the files command `name` wrote, record its command line and mark it done."
+    folder, m = Path(folder), read_manifest(folder)
+    record = m.get('commands', {}).get(name)
+    if not record or not record.get('in_progress'):
+        raise ArtifactError(f'{folder/"manifest.json"}: {name} was not begun (call begin_command)')
+    ours = lambda f: any(fnmatch.fnmatchcase(f, pat) for pat in record['writes'])
+    files = {f: h for f, h in m['files'].items() if not ours(f)}
+    files.update({f: sha256(folder/f) for f in _matching(folder, record['writes'])})
+    history = _history(folder/'manifest.json', command) if m.get('command') else []
+    m.update(command=command, history=history, git_revision=git_revision(), created=_now(),
+             files=dict(sorted(files.items())), **extra)
+    if config is not None: m['config'] = config
+    if seed is not None: m['seed'] = seed
+    m['commands'][name] = {**record, 'in_progress': False, 'finished': _now()}
+    write_json(folder/'manifest.json', m)
+    return m
+
+# %% ../nbs/00_core.ipynb #c084
+def _flag_words(name: str, value,
+                switch: bool = True,  # a plain `bool` field: tyro reads `--name` / `--no-name`
+               ) -> list[str]:
+    "The argv words of one `--name value` option, in the form tyro parses back."
+    if isinstance(value, bool) and switch: return [f'--{name}' if value else f'--no-{name}']
+    if isinstance(value, (list, tuple)): return [f'--{name}', *map(str, value)]
+    return [f'--{name}', str(value)]
+
+# %% ../nbs/00_core.ipynb #c086
+def config_argv(cfg, skip=()) -> list[str]:
+    "The argv words that tyro parses back into `cfg` (the fields in `skip` left out)."
+    fields = [f for f in dataclasses.fields(cfg) if f.name not in skip]
+    positional = [f for f in fields if 'Positional' in str(f.type)]
+    words = [str(getattr(cfg, f.name)) for f in positional]
+    for f in fields:
+        if f in positional: continue
+        switch = str(f.type) in ('bool', "<class 'bool'>")   # plain bool, not `bool | None`
+        words += _flag_words(f.name, getattr(cfg, f.name), switch)
+    return words
+
+# %% ../nbs/00_core.ipynb #c087
+def command_line(prog: str, cfg, skip=()) -> str:
+    "`prog` followed by the shell-quoted argv of `cfg`, e.g. 'atoms analyse runs/x --every 2'."
+    return shlex.join([*shlex.split(prog), *config_argv(cfg, skip)])

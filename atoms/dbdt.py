@@ -4,29 +4,31 @@
 
 # %% ../nbs/10_dbdt.ipynb #c002
 from __future__ import annotations
-import shlex
+import json, os, shlex
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 import numpy as np, pandas as pd, torch
 import tyro
 from tqdm.auto import tqdm
-from .core import ArtifactError, save_table, write_manifest
+from .core import (ArtifactError, begin_command, command_line, end_command, read_manifest,
+                        save_table, sha256, verify_artifact, verify_file)
 from .games import GAMES, GameConfig, PongVectorEnv
+from .analysis import checkpoint_step
 from .policies import greedy, load_checkpoint, random_policy
 from .relevance import checkpoint_atoms
 
 # %% auto #0
-__all__ = ['TWO_BALL_GAMES', 'bounce_height', 'face_x', 'history_ticks', 'cross_ticks', 'intercepts', 'SceneSpec', 'spec_error',
-           'check_ranges', 'check_fits', 'check_spec', 'draw_timing', 'draw_intercepts', 'draw_vertical_speeds',
-           'draw_agent_y', 'scene_table', 'make_scenes', 'start_scenes', 'oracle_actions', 'oracle_agent',
-           'random_agent', 'sampling_policy', 'net_agent', 'arrival_steps', 'step_limit', 'play_out', 'closer_ball',
-           'paddle_distances', 'tail_mean', 'trial_table', 'run_trials', 'play_batches', 'dbdt_trials', 'wilson',
-           'measure_hits', 'rate_row', 'summarise', 'ball_values', 'scene_objects', 'trial_attention', 'usable_trials',
-           'bootstrap_correlation', 'attention_behaviour', 'logistic_hessian', 'logistic_fit', 'logit_design',
-           'attention_logit', 'chart_rows', 'dbdt_chart', 'DBDTConfig', 'check_config', 'checkpoint_step',
-           'find_checkpoint', 'command_words', 'dbdt_command', 'load_agent', 'attention_rows', 'game_results',
-           'save_results', 'dbdt']
+__all__ = ['TWO_BALL_GAMES', 'DBDT_FILES', 'bounce_height', 'face_x', 'history_ticks', 'cross_ticks', 'intercepts', 'SceneSpec',
+           'spec_error', 'check_ranges', 'check_fits', 'check_spec', 'draw_timing', 'draw_intercepts',
+           'draw_vertical_speeds', 'draw_agent_y', 'scene_table', 'make_scenes', 'start_scenes', 'oracle_actions',
+           'oracle_agent', 'random_agent', 'sampling_policy', 'net_agent', 'arrival_steps', 'step_limit', 'play_out',
+           'closer_ball', 'paddle_distances', 'tail_mean', 'trial_table', 'run_trials', 'play_batches', 'dbdt_trials',
+           'wilson', 'measure_hits', 'rate_row', 'summarise', 'ball_values', 'scene_objects', 'trial_attention',
+           'usable_trials', 'bootstrap_correlation', 'attention_behaviour', 'logistic_hessian', 'logistic_fit',
+           'logit_design', 'attention_logit', 'chart_rows', 'dbdt_chart', 'DBDTConfig', 'check_config',
+           'run_checkpoints', 'find_checkpoint', 'verified_config', 'output_folder', 'command_words', 'dbdt_command',
+           'load_agent', 'attention_rows', 'game_results', 'save_results', 'dbdt_settings', 'dbdt']
 
 # %% ../nbs/10_dbdt.ipynb #c005
 def bounce_height(unfolded_y,  # height the ball would reach with no walls, px
@@ -580,21 +582,23 @@ def check_config(cfg: DBDTConfig):
     if not cfg.games or any(g not in TWO_BALL_GAMES for g in cfg.games):
         raise ValueError(f'DBDTConfig.games: choose from {TWO_BALL_GAMES}, got {cfg.games}')
 
-# %% ../nbs/10_dbdt.ipynb #c138
-def checkpoint_step(path: Path) -> int:
-    "Env step of a checkpoint file named `step_{step:09d}.safetensors`."
-    return int(path.stem.split('_')[1])
+# %% ../nbs/10_dbdt.ipynb #c139
+def run_checkpoints(run) -> list[Path]:
+    "Every checkpoint file of `run`, by step; a stray `step_*` name raises `ArtifactError`."
+    found = sorted((Path(run)/'checkpoints').glob('step_*.safetensors'), key=checkpoint_step)
+    if not found:
+        expected = Path(run)/'checkpoints'/'step_*.safetensors'
+        raise FileNotFoundError(f'{run}: no checkpoints (expected {expected})')
+    return found
 
-# %% ../nbs/10_dbdt.ipynb #c140
+# %% ../nbs/10_dbdt.ipynb #c142
 def find_checkpoint(run, which: str = 'last') -> Path:
     "The checkpoint file of `run` named by `which`: 'last', 'first', an env step, or a path."
     if str(which).endswith('.safetensors'):
         if not Path(which).is_file(): raise FileNotFoundError(f'checkpoint file not found: {which}')
+        checkpoint_step(which)
         return Path(which)
-    found = sorted((Path(run)/'checkpoints').glob('step_*.safetensors'))
-    if not found:
-        expected = Path(run)/'checkpoints'/'step_*.safetensors'
-        raise FileNotFoundError(f'{run}: no checkpoints (expected {expected})')
+    found = run_checkpoints(run)
     if which in ('last', 'first'): return found[-1] if which == 'last' else found[0]
     try: step = int(which)
     except ValueError:
@@ -606,7 +610,35 @@ def find_checkpoint(run, which: str = 'last') -> Path:
         raise ValueError(f'{run}: no checkpoint at step {step}; steps are {steps}…')
     return hit[0]
 
-# %% ../nbs/10_dbdt.ipynb #c143
+# %% ../nbs/10_dbdt.ipynb #c146
+def verified_config(checkpoint: Path) -> dict:
+    "The training config of the run holding `checkpoint`, once the run matches its manifest."
+    run = Path(checkpoint).parent.parent
+    manifest = verify_artifact(run)  # every file: a missing last checkpoint makes 'last' a lie
+    verify_file(run, Path(checkpoint).relative_to(run).as_posix(), manifest)  # and it is listed
+    path = verify_file(run, 'config.json', manifest)
+    try: return json.loads(path.read_text())
+    except json.JSONDecodeError as e: raise ArtifactError(f'{path}: not valid JSON ({e})') from None
+
+# %% ../nbs/10_dbdt.ipynb #c150
+def output_folder(cfg: DBDTConfig) -> Path:
+    "The folder `cfg` writes to, checked before any work starts; a bad one raises `ValueError`."
+    out = Path(cfg.out) if cfg.out else Path(cfg.run)/'dbdt'
+    run = Path(cfg.run).resolve()
+    if out.exists() and not out.is_dir(): raise ValueError(f'{out}: --out is a file, not a folder')
+    if out.resolve() in (run, *run.parents):
+        raise ValueError(f'{out}: --out must not be the run folder or a folder above it')
+    there = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not there.is_dir() or not os.access(there, os.W_OK | os.X_OK):
+        raise ValueError(f'{out}: cannot write there ({there} is not a writable folder)')
+    if (out/'manifest.json').is_file():
+        m = read_manifest(out)
+        others = set(m.get('commands', {})) - {'dbdt'}
+        if others or not str(m.get('command') or 'atoms dbdt').startswith('atoms dbdt'):
+            raise ValueError(f'{out}: --out holds the artifact of another command')
+    return out
+
+# %% ../nbs/10_dbdt.ipynb #c152
 def command_words(name: str, sub: str | None, value) -> list[str]:
     "The command-line words that set field `name` (or `name.sub` of a nested config) to `value`."
     flag = f'--{name}.{sub}' if sub else f'--{name}'
@@ -614,30 +646,23 @@ def command_words(name: str, sub: str | None, value) -> list[str]:
         return [flag if value else f'--no-{flag[2:]}' if not sub else f'--{name}.no-{sub}']
     return [flag, *map(str, value if isinstance(value, (tuple, list)) else [value])]
 
-# %% ../nbs/10_dbdt.ipynb #c145
+# %% ../nbs/10_dbdt.ipynb #c154
 def dbdt_command(cfg: DBDTConfig) -> str:
-    "The `atoms dbdt` command line that reproduces `cfg`."
-    words = ['atoms', 'dbdt', cfg.run]
-    for name, value in asdict(cfg).items():
-        if name == 'run' or value is None: continue
-        for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
-            words += command_words(name, sub, v)
-    return shlex.join(words)
+    "The `atoms dbdt` command line that reproduces `cfg` (`atoms.core.command_line`, plus scene)."
+    scene = [w for sub, v in asdict(cfg.scene).items() for w in command_words('scene', sub, v)]
+    return f"{command_line('atoms dbdt', cfg, skip=('scene',))} {shlex.join(scene)}"
 
-# %% ../nbs/10_dbdt.ipynb #c147
-def load_agent(cfg: DBDTConfig) -> tuple:
-    "The checkpoint's network and file, its training `frames` and `frame_skip`, the agent's ids."
-    checkpoint = find_checkpoint(cfg.run, cfg.checkpoint)
-    try: net, meta = load_checkpoint(checkpoint)
-    except ArtifactError as e: raise ValueError(str(e)) from e  # one clear line from the command
-    trained = meta.get('config', {})
-    play = dict(frames=int(trained.get('frames', net.cfg.frames)),
-                frame_skip=int(trained.get('frame_skip', 1)))
-    info = dict(agent=f'{Path(cfg.run).name}@{meta["step"]}', agent_game=trained.get('game', '?'),
-                algo=trained.get('algo', '?'), step=int(meta['step']))
-    return net, checkpoint, play, info
+# %% ../nbs/10_dbdt.ipynb #c157
+def load_agent(cfg: DBDTConfig, checkpoint: Path, config: dict) -> tuple:
+    "The checkpoint (checked against the run's `config`): network, `frames`, `frame_skip`, ids."
+    net, meta = load_checkpoint(checkpoint, expect=config)
+    play = dict(frames=int(config.get('frames', net.cfg.frames)),
+                frame_skip=int(config.get('frame_skip', 1)))
+    info = dict(agent=f'{Path(cfg.run).name}@{meta["step"]}', agent_game=config['game'],
+                algo=config['algo'], step=int(meta['step']))
+    return net, play, info
 
-# %% ../nbs/10_dbdt.ipynb #c150
+# %% ../nbs/10_dbdt.ipynb #c160
 def attention_rows(df: pd.DataFrame, game: str, info: dict, seed: int) -> list[dict]:
     "`attention_behaviour` and `attention_logit` (as `logit_*`) of one scene game, per metric."
     def logit(m): return {f'logit_{k}': v for k, v in attention_logit(df, m).items()
@@ -645,7 +670,7 @@ def attention_rows(df: pd.DataFrame, game: str, info: dict, seed: int) -> list[d
     return [dict(game=game, **info, **attention_behaviour(df, m, seed=seed), **logit(m))
             for m in ('hierarchical_norm', 'share_pos')]
 
-# %% ../nbs/10_dbdt.ipynb #c152
+# %% ../nbs/10_dbdt.ipynb #c162
 def game_results(net, cfg: DBDTConfig, game: str, play: dict, info: dict
                  ) -> tuple[pd.DataFrame, list[dict]]:
     "One scene game's trial table (with attention columns when asked) and its attention rows."
@@ -659,7 +684,7 @@ def game_results(net, cfg: DBDTConfig, game: str, play: dict, info: dict
     df = pd.concat([df, attention], axis=1)
     return df, attention_rows(df, game, info, cfg.seed)
 
-# %% ../nbs/10_dbdt.ipynb #c154
+# %% ../nbs/10_dbdt.ipynb #c164
 def save_results(out: Path, trials: list, summaries: list, attention: list):
     "Write the trial, summary and attention tables to `out`; remove a stale attention table."
     save_table(pd.concat(trials, ignore_index=True), out/'dbdt.parquet')
@@ -667,21 +692,32 @@ def save_results(out: Path, trials: list, summaries: list, attention: list):
     if attention: save_table(pd.DataFrame(attention), out/'dbdt_attention.parquet')
     elif (out/'dbdt_attention.parquet').exists(): (out/'dbdt_attention.parquet').unlink()
 
-# %% ../nbs/10_dbdt.ipynb #c156
+# %% ../nbs/10_dbdt.ipynb #c167
+DBDT_FILES = ('dbdt.parquet', 'dbdt_summary.parquet', 'dbdt_attention.parquet')  # what it writes
+
+# %% ../nbs/10_dbdt.ipynb #c169
+def dbdt_settings(cfg: DBDTConfig, checkpoint: Path) -> dict:
+    "What changes the tables: the settings of `cfg` less where and how it runs; the checkpoint."
+    skip = ('run', 'out', 'threads', 'progress')
+    agent = {'checkpoint': checkpoint.name, 'checkpoint_sha256': sha256(checkpoint)}
+    return {k: v for k, v in asdict(cfg).items() if k not in skip} | agent
+
+# %% ../nbs/10_dbdt.ipynb #c171
 def dbdt(cfg: DBDTConfig) -> Path:
     "Run the DBDT of `cfg` and write its tables and manifest; returns the output folder."
     check_config(cfg)
+    checkpoint = find_checkpoint(cfg.run, cfg.checkpoint)
+    config, out = verified_config(checkpoint), output_folder(cfg)  # all checked before the work
     torch.set_num_threads(cfg.threads)
-    net, checkpoint, play, info = load_agent(cfg)
+    net, play, info = load_agent(cfg, checkpoint, config)
+    begin_command(out, 'dbdt', dbdt_settings(cfg, checkpoint), DBDT_FILES, create=True)
     trials, summaries, attention = [], [], []
     for game in cfg.games:
         df, rows = game_results(net, cfg, game, play, info)
         trials.append(df)
         summaries.append(summarise(df))
         attention += rows
-    out = Path(cfg.out) if cfg.out else Path(cfg.run)/'dbdt'
-    out.mkdir(parents=True, exist_ok=True)
     save_results(out, trials, summaries, attention)
-    write_manifest(out, command=dbdt_command(cfg), config=asdict(cfg), seed=cfg.seed,
-                   checkpoint=str(checkpoint), **info)
+    end_command(out, 'dbdt', dbdt_command(cfg), config=asdict(cfg), seed=cfg.seed,
+                checkpoint=str(checkpoint), **info)
     return out

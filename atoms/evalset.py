@@ -8,13 +8,13 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Literal
 import numpy as np
-from .core import (ArtifactError, artifacts_dir, load_artifact, read_manifest, save_arrays,
-                        write_manifest)
+from .core import (ArtifactError, artifacts_dir, begin_command, command_line, end_command,
+                        load_artifact, read_manifest, save_arrays)
 from .games import GameConfig, PongVectorEnv
 
 # %% auto #0
 __all__ = ['tracker_actions', 'full_areas', 'whole_objects', 'make_eval_set', 'EvalSetConfig', 'eval_dir', 'save_eval_set',
-           'load_eval_set']
+           'eval_set_game', 'load_eval_set']
 
 # %% ../nbs/03_evalset.ipynb #c005
 def tracker_actions(env: PongVectorEnv, rng: np.random.Generator, noise: float = 0.3) -> np.ndarray:
@@ -90,28 +90,39 @@ def eval_dir(game: str) -> Path:
     "Folder of the committed evaluation set of `game`."
     return artifacts_dir()/'eval'/game
 
-# %% ../nbs/03_evalset.ipynb #c019
+# %% ../nbs/03_evalset.ipynb #c020
 def save_eval_set(cfg: EvalSetConfig) -> Path:
     "Make and save the evaluation set of `cfg`, with a manifest; returns its folder."
     out = Path(cfg.out) if cfg.out else eval_dir(cfg.game)
+    if out.exists() and not out.is_dir(): raise ValueError(f'{out}: --out is a file, not a folder')
     es = make_eval_set(cfg.game, cfg.n, cfg.seed, cfg.frames, cfg.frame_skip, noise=cfg.noise)
+    settings = {k: v for k, v in asdict(cfg).items() if k != 'out'}
+    begin_command(out, 'evalset', settings, ['eval.npz'], create=True)
     save_arrays(out/'eval.npz', **es)
-    command = (f'atoms evalset --game {cfg.game} --n {cfg.n} --seed {cfg.seed} '
-               f'--frames {cfg.frames} --frame_skip {cfg.frame_skip} --noise {cfg.noise}')
-    write_manifest(out, command=command, config=asdict(cfg), seed=cfg.seed,
-                   objects=GameConfig(game=cfg.game).labels)
+    end_command(out, 'evalset', command_line('atoms evalset', cfg), config=asdict(cfg),
+                seed=cfg.seed, objects=GameConfig(game=cfg.game).labels)
     return out
 
-# %% ../nbs/03_evalset.ipynb #c021
+# %% ../nbs/03_evalset.ipynb #c023
+def eval_set_game(folder: Path, manifest: dict, game: str | None) -> str:
+    "The game an evaluation set's manifest says it is of; `ArtifactError` if not `game` (if given)."
+    made_for = (manifest.get('config') or {}).get('game')
+    if made_for is None:
+        raise ArtifactError(f'{folder/"manifest.json"}: does not say which game the set is of')
+    if game is not None and made_for != game:
+        raise ArtifactError(f'{folder/"eval.npz"}: an evaluation set of {made_for!r}, not {game!r}')
+    return made_for
+
+# %% ../nbs/03_evalset.ipynb #c025
 def load_eval_set(game: str | None = None, folder=None) -> dict:
     "A verified evaluation set: dict of obs, labels (X, frames, H, W), objects (name → label id)."
     folder = Path(folder) if folder else eval_dir(game)
     m, z = read_manifest(folder), load_artifact(folder, 'eval.npz')
-    where = folder/'eval.npz'
+    where, made_for = folder/'eval.npz', eval_set_game(folder, m, game)
     if z['obs'].shape != z['labels'].shape:
         raise ArtifactError(f'{where}: obs {z["obs"].shape} and labels {z["labels"].shape} '
                             'differ in shape')
-    objects = m.get('objects') or GameConfig(game=m['config']['game']).labels
+    objects = m.get('objects') or GameConfig(game=made_for).labels
     unknown = set(np.unique(z['labels'])) - set(objects.values())
     if unknown: raise ArtifactError(f'{where}: label ids {sorted(unknown)} unknown to the game')
     return {'obs': z['obs'], 'labels': z['labels'], 'objects': objects, 'config': m['config']}

@@ -4,6 +4,7 @@
 
 # %% ../nbs/01_games.ipynb #c002
 from __future__ import annotations
+import math
 from dataclasses import dataclass, replace
 import numpy as np
 import gymnasium as gym
@@ -13,10 +14,11 @@ from gymnasium.vector.utils import batch_space
 from .core import patch_to
 
 # %% auto #0
-__all__ = ['GAMES', 'ACTIONS', 'OPPONENT_SPEED', 'SCENE_FIELDS', 'ENV_IDS', 'LABEL_COLOURS', 'GameConfig', 'resolve_defaults',
-           'check_ranges', 'check_layout', 'check_greys', 'PongEngine', 'serve_heights', 'move_paddles', 'move_balls',
-           'return_balls', 'tick', 'render_labels', 'pixel_ids', 'object_pixels', 'check_scene', 'set_scene',
-           'FrameStack', 'PongVectorEnv', 'check_actions', 'play', 'check_state', 'PongEnv', 'show_games']
+__all__ = ['GAMES', 'ACTIONS', 'OPPONENT_SPEED', 'INT_FIELDS', 'FLOAT_FIELDS', 'SCENE_FIELDS', 'ENV_IDS', 'LABEL_COLOURS',
+           'GameConfig', 'resolve_defaults', 'check_numbers', 'check_ranges', 'check_layout', 'check_ball_speeds',
+           'check_greys', 'PongEngine', 'serve_heights', 'move_paddles', 'move_balls', 'return_balls', 'tick',
+           'render_labels', 'pixel_ids', 'object_pixels', 'check_scene', 'set_scene', 'FrameStack', 'PongVectorEnv',
+           'check_actions', 'play', 'check_state', 'PongEnv', 'show_games']
 
 # %% ../nbs/01_games.ipynb #c005
 GAMES = ('pong', 'pong-2balls', 'pong-2balls-target')                   # the variants
@@ -41,6 +43,7 @@ class GameConfig:
     ball_vx: float = 2.0               # horizontal ball speed, pixels per tick
     serve_vy: float = 1.0              # serve's vertical speed is uniform in [-serve_vy, serve_vy]
     bounce_vy: float = 2.5             # vertical speed after a hit off the paddle's edge
+                                       # (both vertical speeds at most size - ball_size)
     points: int = 5                    # points (either side) that end an episode
     max_steps: int = 3000              # agent steps before truncation
     hit_reward: float = 0.0            # shaping: reward when the agent returns a scoring ball
@@ -52,7 +55,8 @@ class GameConfig:
 
     def __post_init__(self):
         resolve_defaults(self)
-        for check in (check_ranges, check_layout, check_greys): check(self)
+        for check in (check_numbers, check_ranges, check_layout, check_ball_speeds, check_greys):
+            check(self)
 
 # %% ../nbs/01_games.ipynb #c011
 def resolve_defaults(cfg: GameConfig):
@@ -66,6 +70,24 @@ def resolve_defaults(cfg: GameConfig):
         raise ValueError('GameConfig.serve_apart needs two balls; pong has one')
 
 # %% ../nbs/01_games.ipynb #c014
+INT_FIELDS = ('size', 'stack', 'frame_skip', 'paddle_h', 'paddle_w', 'paddle_margin', 'ball_size',
+              'points', 'max_steps')
+FLOAT_FIELDS = ('agent_speed', 'opponent_speed', 'ball_vx', 'serve_vy', 'bounce_vy', 'hit_reward')
+
+# %% ../nbs/01_games.ipynb #c016
+def check_numbers(cfg):
+    "Raise if a count is not an integer or a speed or reward is not a finite number."
+    for f in INT_FIELDS:
+        v = getattr(cfg, f)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f'GameConfig.{f} must be an integer, got {v!r}')
+    for f in FLOAT_FIELDS:
+        v = getattr(cfg, f)
+        number = isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+        if not number or not math.isfinite(v):
+            raise ValueError(f'GameConfig.{f} must be a finite number, got {v!r}')
+
+# %% ../nbs/01_games.ipynb #c018
 def check_ranges(cfg):
     "Raise if a count is below 1, a speed or margin is negative, or a ball speed is not positive."
     counts = ('size', 'stack', 'frame_skip', 'paddle_h', 'paddle_w', 'ball_size', 'points',
@@ -78,7 +100,7 @@ def check_ranges(cfg):
             if (v < bound) if op == '>=' else (v <= bound):
                 raise ValueError(f'GameConfig.{f} must be {op} {bound}, got {v}')
 
-# %% ../nbs/01_games.ipynb #c016
+# %% ../nbs/01_games.ipynb #c020
 def check_layout(cfg):
     "Raise if the paddles and balls do not fit in the field."
     if cfg.paddle_h >= cfg.size:
@@ -90,7 +112,16 @@ def check_layout(cfg):
     if cfg.ball_size*2 >= cfg.size:
         raise ValueError(f'GameConfig.ball_size ({cfg.ball_size}) is too large for the field')
 
-# %% ../nbs/01_games.ipynb #c018
+# %% ../nbs/01_games.ipynb #c023
+def check_ball_speeds(cfg):
+    "Raise if a vertical ball speed could carry a ball out of the field in one tick."
+    limit = cfg.size - cfg.ball_size
+    for f in ('serve_vy', 'bounce_vy'):
+        if getattr(cfg, f) > limit:
+            raise ValueError(f'GameConfig.{f} must be <= size - ball_size = {limit} (a faster '
+                             f'ball leaves the field in one tick), got {getattr(cfg, f)}')
+
+# %% ../nbs/01_games.ipynb #c025
 def check_greys(cfg):
     "Raise if a grey value is outside [0, 255] or two objects share one."
     greys = [cfg.grey_background, cfg.grey_agent, cfg.grey_opponent, cfg.grey_ball]
@@ -100,13 +131,13 @@ def check_greys(cfg):
     if len(set(greys)) != len(greys):
         raise ValueError(f'GameConfig.grey_*: objects must have distinct grey values, got {greys}')
 
-# %% ../nbs/01_games.ipynb #c023
+# %% ../nbs/01_games.ipynb #c030
 @patch_to(GameConfig, as_prop=True)
 def n_balls(self) -> int:
     "Balls in play: 1 in pong, 2 in the two-ball variants."
     return 1 if self.game == 'pong' else 2
 
-# %% ../nbs/01_games.ipynb #c025
+# %% ../nbs/01_games.ipynb #c032
 @patch_to(GameConfig, as_prop=True)
 def labels(self) -> dict:
     "Object name → label id in the label images."
@@ -115,7 +146,7 @@ def labels(self) -> dict:
     return {'background': 0, 'agent_paddle': 1, 'opponent_paddle': 2,
             **{b: 3 + i for i, b in enumerate(balls)}}
 
-# %% ../nbs/01_games.ipynb #c027
+# %% ../nbs/01_games.ipynb #c034
 @patch_to(GameConfig, as_prop=True)
 def greys(self) -> np.ndarray:
     "Grey value of each label id (a lookup table: frame = greys[labels])."
@@ -123,13 +154,13 @@ def greys(self) -> np.ndarray:
     g = [self.grey_background, self.grey_agent, self.grey_opponent, self.grey_ball]
     return np.array(g + ([] if self.game == 'pong' else [second]), dtype=np.uint8)
 
-# %% ../nbs/01_games.ipynb #c029
+# %% ../nbs/01_games.ipynb #c036
 @patch_to(GameConfig, as_prop=True)
 def scoring(self) -> np.ndarray:
     "Which balls reward or punish (the distractor does not)."
     return np.array([True] if self.game == 'pong' else [True, self.game == 'pong-2balls'])
 
-# %% ../nbs/01_games.ipynb #c032
+# %% ../nbs/01_games.ipynb #c039
 class PongEngine:
     "The state and physics of `n` Pong games, advanced together with numpy."
     def __init__(self, cfg: GameConfig, n: int):
@@ -152,7 +183,7 @@ class PongEngine:
         self._pad_px = (rows + xs[:, None, :]).reshape(2, -1)   # a paddle's pixels from its top row
         self.rng = np.random.default_rng()
 
-# %% ../nbs/01_games.ipynb #c035
+# %% ../nbs/01_games.ipynb #c042
 def serve_heights(cfg: GameConfig, mask, paired) -> tuple:
     "Lowest and highest serve height (N, B) of each ball, `paired` games get one ball per half."
     lo = np.full(mask.shape, 0.2*cfg.size)
@@ -160,7 +191,7 @@ def serve_heights(cfg: GameConfig, mask, paired) -> tuple:
     hi[paired, 0] = lo[paired, -1] = cfg.size/2                # one per half: never overlapping
     return lo, hi
 
-# %% ../nbs/01_games.ipynb #c037
+# %% ../nbs/01_games.ipynb #c044
 @patch_to(PongEngine)
 def serve(self, mask, new_episode: bool = False):
     "Serve the balls where `mask` (N, B) from the centre line at a random height."
@@ -178,7 +209,7 @@ def serve(self, mask, new_episode: bool = False):
         one = mask & ~mask[:, ::-1]                              # the other ball stays in play:
         self.ball_vx[one] = -np.sign(other_vx[one]) * c.ball_vx  # go the way it is not going
 
-# %% ../nbs/01_games.ipynb #c039
+# %% ../nbs/01_games.ipynb #c046
 @patch_to(PongEngine)
 def reset_games(self, mask):
     "Start new episodes in the games where `mask` (N,): paddles centred, scores zero, balls served."
@@ -188,12 +219,12 @@ def reset_games(self, mask):
     self.steps[mask] = 0
     self.serve(np.repeat(mask[:, None], c.n_balls, 1), new_episode=True)
 
-# %% ../nbs/01_games.ipynb #c042
+# %% ../nbs/01_games.ipynb #c049
 def _clip(x, lo, hi, out=None):
     "np.clip without its Python overhead (same values for finite inputs)."
     return np.minimum(np.maximum(x, lo, out=out), hi, out=out)
 
-# %% ../nbs/01_games.ipynb #c044
+# %% ../nbs/01_games.ipynb #c051
 def _opponent_target(engine: PongEngine) -> np.ndarray:
     "Height the opponent's paddle top aims at, for every game."
     c = engine.cfg
@@ -207,7 +238,7 @@ def _opponent_target(engine: PongEngine) -> np.ndarray:
         ball_c = engine.ball_y[engine._rows1, nearest] + c.ball_size/2
     return np.where(any_coming, ball_c, c.size/2) - c.paddle_h/2
 
-# %% ../nbs/01_games.ipynb #c046
+# %% ../nbs/01_games.ipynb #c053
 def move_paddles(engine: PongEngine, action):
     "Move the agent's paddle by `action` (N,) and the opponent's towards its target, in the field."
     c = engine.cfg
@@ -217,7 +248,7 @@ def move_paddles(engine: PongEngine, action):
     engine.opponent_y += step
     _clip(engine.opponent_y, 0, c.size - c.paddle_h, out=engine.opponent_y)
 
-# %% ../nbs/01_games.ipynb #c048
+# %% ../nbs/01_games.ipynb #c055
 def move_balls(engine: PongEngine):
     "Move every ball one tick, bouncing off the top and bottom edges."
     lowest = engine.cfg.size - engine.cfg.ball_size
@@ -228,7 +259,7 @@ def move_balls(engine: PongEngine):
     np.copyto(engine.ball_y, 2*lowest - engine.ball_y, where=bottom)
     np.copyto(engine.ball_vy, -engine.ball_vy, where=top | bottom)
 
-# %% ../nbs/01_games.ipynb #c051
+# %% ../nbs/01_games.ipynb #c058
 def _bounce(engine: PongEngine, hit, paddle_y, sign):
     "Return the balls where `hit`: horizontal speed away from the paddle, vertical by hit offset."
     c = engine.cfg
@@ -237,14 +268,14 @@ def _bounce(engine: PongEngine, hit, paddle_y, sign):
     np.copyto(engine.ball_vx, sign * c.ball_vx, where=hit)
     np.copyto(engine.ball_vy, c.bounce_vy * _clip(off, -1, 1), where=hit)
 
-# %% ../nbs/01_games.ipynb #c053
+# %% ../nbs/01_games.ipynb #c060
 def _overlaps(engine: PongEngine, paddle_y) -> np.ndarray:
     "Balls (N, B) that overlap, vertically, a paddle whose top is at `paddle_y` (N,)."
     top = paddle_y[:, None]
     bottom = top + engine.cfg.paddle_h
     return (engine.ball_y + engine.cfg.ball_size > top) & (engine.ball_y < bottom)
 
-# %% ../nbs/01_games.ipynb #c055
+# %% ../nbs/01_games.ipynb #c062
 def return_balls(engine: PongEngine, x_before) -> np.ndarray:
     "Return the balls that crossed a paddle's face this tick, return the agent's returns (N, B)."
     c = engine.cfg
@@ -262,7 +293,7 @@ def return_balls(engine: PongEngine, x_before) -> np.ndarray:
         _bounce(engine, hit_o, engine.opponent_y, 1)
     return hit_a
 
-# %% ../nbs/01_games.ipynb #c057
+# %% ../nbs/01_games.ipynb #c064
 def tick(engine: PongEngine, action) -> tuple:
     "Advance every game one physics tick: (agent points, opponent points, agent returns) per game."
     c = engine.cfg
@@ -276,7 +307,7 @@ def tick(engine: PongEngine, action) -> tuple:
         won, lost, hit_a = (a & c.scoring[None, :] for a in (won, lost, hit_a))
     return won.sum(1), lost.sum(1), hit_a.sum(1)
 
-# %% ../nbs/01_games.ipynb #c060
+# %% ../nbs/01_games.ipynb #c067
 def _rect_index(engine: PongEngine, top, left, height, width):
     "Index arrays drawing a rectangle at integer (top, left) in every game (clipped to the field)."
     size = engine.cfg.size
@@ -284,7 +315,7 @@ def _rect_index(engine: PongEngine, top, left, height, width):
     xs = np.clip(np.rint(left).astype(np.int64)[:, None] + np.arange(width), 0, size - 1)
     return engine._rows, ys[:, :, None], xs[:, None, :]
 
-# %% ../nbs/01_games.ipynb #c062
+# %% ../nbs/01_games.ipynb #c069
 def render_labels(engine: PongEngine, out=None) -> np.ndarray:
     "Draw the label image (N, H, W) of the current state into `out` (default: the engine's buffer)."
     c = engine.cfg
@@ -298,14 +329,14 @@ def render_labels(engine: PongEngine, out=None) -> np.ndarray:
         out[_rect_index(engine, engine.ball_y[:, b], engine.ball_x[:, b], *square)] = 3 + b
     return out
 
-# %% ../nbs/01_games.ipynb #c065
+# %% ../nbs/01_games.ipynb #c072
 def pixel_ids(cfg: GameConfig) -> np.ndarray:
     "The label id of each of the P object pixels listed by `object_pixels`, in drawing order."
     pad, ball = cfg.paddle_h * cfg.paddle_w, cfg.ball_size ** 2
     counts = [pad, pad] + [ball] * cfg.n_balls
     return np.repeat(np.arange(1, 3 + cfg.n_balls, dtype=np.uint8), counts)
 
-# %% ../nbs/01_games.ipynb #c067
+# %% ../nbs/01_games.ipynb #c074
 def object_pixels(engine: PongEngine, rows=None, ball_x=None, ball_y=None) -> np.ndarray:
     "Flat offsets (n, P) of the objects' pixels of games `rows` (default: all)."
     c, size = engine.cfg, engine.cfg.size                 # balls at `ball_x`, `ball_y` if given
@@ -319,17 +350,17 @@ def object_pixels(engine: PongEngine, rows=None, ball_x=None, ball_y=None) -> np
     balls = ys[..., :, None] * size + xs[..., None, :]                      # (n, B, bs, bs)
     return np.concatenate([pad.reshape(len(pad), -1), balls.reshape(len(pad), -1)], 1)
 
-# %% ../nbs/01_games.ipynb #c070
+# %% ../nbs/01_games.ipynb #c077
 SCENE_FIELDS = ('agent_y', 'opponent_y', 'ball_x', 'ball_y', 'ball_vx', 'ball_vy')   # settable
 
-# %% ../nbs/01_games.ipynb #c072
+# %% ../nbs/01_games.ipynb #c079
 def _check_range(scene: dict, keys, hi: float, what: str):
     "Raise if a value of `scene[k]`, for `k` in `keys`, lies outside [0, hi]."
     for k in keys:
         if k in scene and np.any((np.asarray(scene[k]) < 0) | (np.asarray(scene[k]) > hi)):
             raise ValueError(f'scene.{k}: {what} must lie in [0, {hi}]')
 
-# %% ../nbs/01_games.ipynb #c074
+# %% ../nbs/01_games.ipynb #c081
 def check_scene(cfg: GameConfig, scene: dict):
     "Raise a clear error if `scene` places objects outside the field or overlaps balls."
     for k, v in scene.items():
@@ -345,7 +376,7 @@ def check_scene(cfg: GameConfig, scene: dict):
                                        & (np.abs(y[..., 0] - y[..., 1]) < apart)):
             raise ValueError('scene: the two balls overlap')
 
-# %% ../nbs/01_games.ipynb #c076
+# %% ../nbs/01_games.ipynb #c083
 def set_scene(engine: PongEngine, **scene):
     "Set (part of) the state of every game; arrays broadcast to (N,) for paddles, (N, B) for balls."
     check_scene(engine.cfg, scene)
@@ -353,7 +384,7 @@ def set_scene(engine: PongEngine, **scene):
         a = getattr(engine, k)
         a[...] = np.broadcast_to(np.asarray(v, dtype=float), a.shape)
 
-# %% ../nbs/01_games.ipynb #c079
+# %% ../nbs/01_games.ipynb #c086
 class FrameStack:
     "Observation stack (N, stack, H, W) and label image of an engine's games, drawn pixel-wise."
     def __init__(self, engine: PongEngine):
@@ -370,7 +401,7 @@ class FrameStack:
         self._grey = np.ascontiguousarray(np.broadcast_to(c.greys[ids], self._drawn.shape))
         self._ids = np.ascontiguousarray(np.broadcast_to(ids, self._drawn_lab.shape))
 
-# %% ../nbs/01_games.ipynb #c082
+# %% ../nbs/01_games.ipynb #c089
 @patch_to(FrameStack)
 def push(self, pix):
     "Shift every stack one frame back, draw the newest frame (objects at `pix` (N, P)) and labels."
@@ -383,7 +414,7 @@ def push(self, pix):
     np.add(self._lbase, pix, out=dl)
     self._lflat[dl] = self._ids
 
-# %% ../nbs/01_games.ipynb #c084
+# %% ../nbs/01_games.ipynb #c091
 @patch_to(FrameStack)
 def restack(self, mask):
     "Redraw the whole stack and labels of games `mask` (N,), balls drawn back in time."
@@ -401,7 +432,7 @@ def restack(self, mask):
     engine.labels[idx] = 0
     self._lflat[self._drawn_lab[idx]] = self._ids[:n]
 
-# %% ../nbs/01_games.ipynb #c087
+# %% ../nbs/01_games.ipynb #c094
 class PongVectorEnv(VectorEnv):
     """N Pong games of one variant, stepped together.
 
@@ -453,7 +484,7 @@ class PongVectorEnv(VectorEnv):
         self._restack(np.ones(self.num_envs, bool))
         return self._obs
 
-# %% ../nbs/01_games.ipynb #c089
+# %% ../nbs/01_games.ipynb #c096
 @patch_to(PongVectorEnv)
 def _allocate(self):
     "Allocate the frame stack and the buffers `step` fills in place."
@@ -467,7 +498,7 @@ def _allocate(self):
     self._final = np.zeros_like(self._obs)             # info['final_obs'] (rows of ended games)
     self._restack = self._stack.restack
 
-# %% ../nbs/01_games.ipynb #c091
+# %% ../nbs/01_games.ipynb #c098
 @patch_to(PongVectorEnv)
 def reset(self, *, seed=None, options=None):
     "Start every game anew, then set the scene of `options={'scene': {...}}` (see `set_scene`)."
@@ -482,7 +513,7 @@ def reset(self, *, seed=None, options=None):
     self._restack(every)
     return self._obs, {'labels': self.engine.labels}
 
-# %% ../nbs/01_games.ipynb #c094
+# %% ../nbs/01_games.ipynb #c101
 def check_actions(actions, num_envs: int) -> np.ndarray:
     "The actions as an array, or an error if they are not `num_envs` integers in [0, 2]."
     a = np.asarray(actions)
@@ -493,7 +524,7 @@ def check_actions(actions, num_envs: int) -> np.ndarray:
                          f'(stay, up, down), got {a}')
     return a
 
-# %% ../nbs/01_games.ipynb #c096
+# %% ../nbs/01_games.ipynb #c103
 def play(engine: PongEngine, actions, frame_skip: int) -> tuple:
     "Run `frame_skip` ticks with the same actions: summed (won, lost, returns) per game."
     won, lost, hits = tick(engine, actions)
@@ -504,7 +535,7 @@ def play(engine: PongEngine, actions, frame_skip: int) -> tuple:
         hits += more_hits
     return won, lost, hits
 
-# %% ../nbs/01_games.ipynb #c098
+# %% ../nbs/01_games.ipynb #c105
 @patch_to(PongVectorEnv)
 def step(self, actions):
     "Advance every game one agent step: (obs, reward, terminated, truncated, info), buffers reused."
@@ -538,13 +569,13 @@ def _end_episodes(self, done, info: dict):
     self._ret[done] = 0
     self._restack(done)
 
-# %% ../nbs/01_games.ipynb #c100
+# %% ../nbs/01_games.ipynb #c107
 @patch_to(PongVectorEnv)
 def render(self):
     "The newest frame of every game as RGB (N, H, W, 3)."
     return np.repeat(self._obs[:, -1][..., None], 3, -1)
 
-# %% ../nbs/01_games.ipynb #c105
+# %% ../nbs/01_games.ipynb #c112
 @patch_to(PongVectorEnv)
 def _state_arrays(self) -> dict:
     "The live arrays that make up the env's state, by state-dict key."
@@ -557,7 +588,7 @@ def _state_arrays(self) -> dict:
             'episode_return': self._ret, 'reward': self._rew, 'terminated': self._term,
             'truncated': self._trunc, 'final_obs': self._final}
 
-# %% ../nbs/01_games.ipynb #c107
+# %% ../nbs/01_games.ipynb #c114
 @patch_to(PongVectorEnv)
 def state_dict(self) -> dict:
     """Everything that determines the env's future, as copies: a flat dict for `load_state_dict`.
@@ -580,7 +611,7 @@ def state_dict(self) -> dict:
     state['np_random'] = self.np_random.bit_generator.state
     return state
 
-# %% ../nbs/01_games.ipynb #c109
+# %% ../nbs/01_games.ipynb #c116
 def check_state(state: dict, arrays: dict):
     "Raise a one-line error naming the first key of `state` that is missing, unknown or misshapen."
     for k in (*arrays, 'np_random'):
@@ -593,7 +624,7 @@ def check_state(state: dict, arrays: dict):
             raise ValueError(f'load_state_dict: {k!r} has shape {tuple(np.shape(state[k]))}, '
                              f'expected {a.shape}')
 
-# %% ../nbs/01_games.ipynb #c111
+# %% ../nbs/01_games.ipynb #c118
 @patch_to(PongVectorEnv)
 def load_state_dict(self, state: dict) -> np.ndarray:
     """Restore the env in place from `state_dict()`'s output, return the observation buffer.
@@ -612,7 +643,7 @@ def load_state_dict(self, state: dict) -> np.ndarray:
     self.engine.rng = self.np_random
     return self._obs
 
-# %% ../nbs/01_games.ipynb #c115
+# %% ../nbs/01_games.ipynb #c122
 class PongEnv(gym.Env):
     "One Pong game (spec: `PongVectorEnv`), `info['labels']` is the newest frame's label image."
     metadata = {'render_modes': ['rgb_array'], 'render_fps': 30}
@@ -645,7 +676,7 @@ class PongEnv(gym.Env):
 
     def render(self): return self.venv.render()[0] if self.render_mode == 'rgb_array' else None
 
-# %% ../nbs/01_games.ipynb #c117
+# %% ../nbs/01_games.ipynb #c124
 ENV_IDS = {'pong': 'atoms/Pong-v0', 'pong-2balls': 'atoms/Pong2Balls-v1',
            'pong-2balls-target': 'atoms/Pong2BallsTarget-v0'}          # gymnasium id per variant
 for _game, _env_id in ENV_IDS.items():
@@ -653,11 +684,11 @@ for _game, _env_id in ENV_IDS.items():
         gym.register(_env_id, entry_point=PongEnv, kwargs={'game': _game},
                      vector_entry_point=PongVectorEnv, max_episode_steps=None)
 
-# %% ../nbs/01_games.ipynb #c120
+# %% ../nbs/01_games.ipynb #c127
 LABEL_COLOURS = np.array([[30, 30, 30], [92, 186, 92], [213, 130, 74], [236, 236, 236],
                           [80, 140, 240]], np.uint8)                # RGB of each label id
 
-# %% ../nbs/01_games.ipynb #c122
+# %% ../nbs/01_games.ipynb #c129
 def show_games(seed: int = 0, steps: int = 30):
     "A figure: the newest frame of each variant beside its colour-coded labels after random steps."
     import matplotlib.pyplot as plt   # lazy: only this figure needs matplotlib (1 s to import)

@@ -14,6 +14,8 @@ import ruptures as rpt
 from ruptures.base import BaseCost
 from scipy.stats import bootstrap
 from .core import load_table
+from .attention import Metric
+from .relevance import Method
 
 # %% auto #0
 __all__ = ['SCORE', 'SYNTHETIC_LEVELS', 'MODELS', 'pivot_atoms', 'complete_objects', 'score_at', 'trajectory', 'log_schedule',
@@ -91,8 +93,8 @@ def score_at(log: pd.DataFrame,  # training log
 # %% ../nbs/09_phases.ipynb #c015
 def trajectory(atoms: pd.DataFrame,                       # tidy ATOM table of one run
                log: pd.DataFrame,                         # training log of the same run
-               metric: str = 'hierarchical_norm',         # which ATOM metric
-               method: str = 'lrp_two_pass',              # which relevance method
+               metric: str = Metric.HIERARCHICAL_NORM,    # which ATOM metric
+               method: str = Method.LRP_TWO_PASS,         # which relevance method
                objects: list | None = None,               # object columns to keep (default: all)
                score_col: str = 'charts/points_won_rate', # log column that is the score
                direction: str = 'nearest',                # how a checkpoint finds its log row
@@ -171,8 +173,8 @@ def synthetic_trajectory(breaks=(2e4, 3e5),            # env steps where the pha
 
 # %% ../nbs/09_phases.ipynb #c033
 def load_trajectory(run,                              # a run folder
-                    metric: str = 'hierarchical_norm',
-                    method: str = 'lrp_two_pass',
+                    metric: str = Metric.HIERARCHICAL_NORM,
+                    method: str = Method.LRP_TWO_PASS,
                     atoms_file: str = 'atoms.parquet',
                     log_file: str = 'log.parquet',
                     **kw) -> pd.DataFrame:

@@ -5,6 +5,7 @@
 # %% ../nbs/04_policies.ipynb #c002
 from __future__ import annotations
 from dataclasses import asdict
+from pathlib import Path
 import numpy as np
 import torch
 from .core import ArtifactError, load_weights, save_weights
@@ -12,7 +13,8 @@ from .games import PongVectorEnv
 from .nets import NetConfig, make_net, PixelNet
 
 # %% auto #0
-__all__ = ['evaluate', 'greedy', 'random_policy', 'save_checkpoint', 'fit_error', 'load_checkpoint', 'time_to_skill']
+__all__ = ['RUN_ONLY', 'RUN_IDENTITY', 'evaluate', 'greedy', 'random_policy', 'save_checkpoint', 'fit_error', 'name_error',
+           'mismatch_error', 'load_checkpoint', 'time_to_skill']
 
 # %% ../nbs/04_policies.ipynb #c005
 @torch.no_grad()
@@ -51,16 +53,21 @@ def random_policy(seed: int = 0):
     return lambda o: torch.randint(0, 3, (o.shape[0],), generator=g)
 
 # %% ../nbs/04_policies.ipynb #c013
+RUN_ONLY = ('progress', 'run_dir', 'save_every_s', 'device', 'stop_at_skill', 'time_limit_s',
+            'threads')   # training-config fields that steer a run but do not change what it learns
+
+# %% ../nbs/04_policies.ipynb #c015
 def save_checkpoint(net: PixelNet,
                     path,        # where to write (atomically)
                     step: int,   # the agent step the weights were reached at
                     cfg):        # the run's training config (a dataclass)
-    "Write the network's weights with step and configs as metadata (atomically)."
+    "Write the network's weights with step and configs (less `RUN_ONLY`) as metadata (atomically)."
     kind = 'q' if cfg.algo == 'dqn' else 'actor_critic'
-    meta = {'step': int(step), 'config': asdict(cfg), 'net': asdict(net.cfg), 'kind': kind}
+    config = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY}
+    meta = {'step': int(step), 'config': config, 'net': asdict(net.cfg), 'kind': kind}
     save_weights(net.state_dict(), path, meta)
 
-# %% ../nbs/04_policies.ipynb #c016
+# %% ../nbs/04_policies.ipynb #c018
 def fit_error(path, meta: dict, own: dict, tensors: dict) -> ArtifactError | None:
     "The error saying how a checkpoint's tensors do not fit a network's, or None if they fit."
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
@@ -70,13 +77,47 @@ def fit_error(path, meta: dict, own: dict, tensors: dict) -> ArtifactError | Non
                          f'(architecture {meta["net"]}); missing {missing[:3]}, '
                          f'unexpected {unexpected[:3]}, wrong shape {wrong[:3]}')
 
-# %% ../nbs/04_policies.ipynb #c018
-def load_checkpoint(path, net: PixelNet | None = None, device='cpu') -> tuple[PixelNet, dict]:
-    "Load a checkpoint into `net` (or a new network built from its metadata); errors name the file."
+# %% ../nbs/04_policies.ipynb #c020
+def name_error(path, meta: dict) -> ArtifactError | None:
+    "The error saying that a `step_*` file's name disagrees with its step, or None."
+    name, step = Path(path).name, meta['step']
+    if not name.startswith('step_'): return None
+    if not isinstance(step, int) or step < 0:
+        return ArtifactError(f'{path}: checkpoint step {step!r} is not a non-negative integer')
+    if name == f'step_{step:09d}.safetensors': return None
+    return ArtifactError(f'{path}: file name disagrees with the checkpoint\'s step {step} '
+                         f'(expected step_{step:09d}.safetensors)')
+
+# %% ../nbs/04_policies.ipynb #c022
+RUN_IDENTITY = ('game', 'algo', 'net', 'frames', 'seed')   # config fields a checkpoint must share
+
+# %% ../nbs/04_policies.ipynb #c023
+def mismatch_error(path, meta: dict, expect: dict) -> ArtifactError | None:
+    "The error saying how a checkpoint's metadata disagrees with the run's config, or None."
+    saved = meta.get('config') or {}
+    wrong = [k for k in RUN_IDENTITY if k in saved and k in expect and saved[k] != expect[k]]
+    if wrong:
+        there = ', '.join(f'{k} {saved[k]!r} (the run has {expect[k]!r})' for k in wrong)
+        return ArtifactError(f'{path}: checkpoint is not of this run: {there}')
+    kind = 'q' if expect.get('algo', saved.get('algo')) == 'dqn' else 'actor_critic'
+    if meta['kind'] != kind:
+        return ArtifactError(f'{path}: checkpoint holds a {meta["kind"]!r} network, '
+                             f'the run trains a {kind!r} one')
+    return None
+
+# %% ../nbs/04_policies.ipynb #c025
+def load_checkpoint(path,
+                    net: PixelNet | None = None,  # load into it (default: build one from metadata)
+                    device='cpu',
+                    expect: dict | None = None,   # the run's config (its config.json) to check
+                   ) -> tuple[PixelNet, dict]:
+    "Load a checkpoint, checked against its name and `expect`; errors name the file."
     tensors, meta = load_weights(path, device)
     for k in ('step', 'net', 'kind'):
         if k not in meta:
             raise ArtifactError(f'{path}: not an atoms checkpoint (metadata lacks {k!r})')
+    error = name_error(path, meta) or (expect is not None and mismatch_error(path, meta, expect))
+    if error: raise error
     if net is None:
         saved = meta['net']
         cfg = NetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
@@ -86,7 +127,7 @@ def load_checkpoint(path, net: PixelNet | None = None, device='cpu') -> tuple[Pi
     net.load_state_dict(tensors)
     return net, meta
 
-# %% ../nbs/04_policies.ipynb #c021
+# %% ../nbs/04_policies.ipynb #c028
 def time_to_skill(log, target: float = 0.9) -> dict:
     "First checkpoint with skill >= `target`: step, training time (NaN if never), best, final."
     ev = log[log['checkpoint']]

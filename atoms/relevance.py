@@ -5,6 +5,7 @@
 # %% ../nbs/07_relevance.ipynb #c002
 from __future__ import annotations
 import math
+import warnings
 from contextlib import contextmanager
 from typing import NamedTuple
 import numpy as np
@@ -22,10 +23,11 @@ from .attention import (relevant_neurons, object_attention, combine_maps, atoms_
                              label_index)
 
 # %% auto #0
-__all__ = ['COMPOSITES', 'MODES', 'METHODS', 'METHOD_LABELS', 'ZPlusFlat', 'make_composite', 'zennit_neuron_relevance',
-           'zennit_pixel_relevance', 'LayerRecord', 'zplus_forward', 'zplus_backward', 'fast_neuron_relevance',
-           'fast_pixel_relevance', 'Mode', 'gradient_maps', 'occlusion_maps', 'method_label', 'Method', 'Explanation',
-           'relevant_indices', 'explain', 'fused_inputs', 'checkpoint_atoms', 'synthetic_frames']
+__all__ = ['COMPOSITES', 'RELEVANCE_SEEDS', 'MODES', 'METHODS', 'METHOD_LABELS', 'ZPlusFlat', 'make_composite', 'RelevanceSeed',
+           'zennit_neuron_relevance', 'zennit_pixel_relevance', 'LayerRecord', 'zplus_forward', 'zplus_backward',
+           'fast_neuron_relevance', 'fast_pixel_relevance', 'Mode', 'gradient_maps', 'occlusion_maps', 'method_label',
+           'Method', 'Explanation', 'relevant_indices', 'explain', 'fused_inputs', 'checkpoint_atoms',
+           'synthetic_frames']
 
 # %% ../nbs/07_relevance.ipynb #c005
 class ZPlusFlat(SpecialFirstLayerMapComposite):
@@ -60,41 +62,55 @@ def make_composite(composite='zplus_flat') -> Composite:
     return COMPOSITES[composite]([(Scale, Pass())])
 
 # %% ../nbs/07_relevance.ipynb #c012
+class RelevanceSeed:
+    "The choices of the pass-1 seed (`relevance_seed`): the initial relevance at the output."
+    OUTPUT = 'output'
+    SOFTMAX = 'softmax'
+    ACTION = 'action'
+    ABOVE_MEAN = 'above_mean'
+
+# %% ../nbs/07_relevance.ipynb #c014
+RELEVANCE_SEEDS = tuple(v for k, v in vars(RelevanceSeed).items() if k.isupper())  # in order
+
+# %% ../nbs/07_relevance.ipynb #c016
+def _output_seed(out: torch.Tensor,       # (X, A) decision output f(x)
+                 relevance_seed: str,     # one of `RELEVANCE_SEEDS`
+                ) -> torch.Tensor:
+    "Initial relevance (X, A) at the decision output: the pass-1 seed."
+    if relevance_seed == RelevanceSeed.OUTPUT:
+        return out
+    if relevance_seed == RelevanceSeed.SOFTMAX:
+        return out.softmax(1)
+    if relevance_seed == RelevanceSeed.ACTION:
+        return out * F.one_hot(out.argmax(1), out.shape[1]).to(out)
+    if relevance_seed == RelevanceSeed.ABOVE_MEAN:
+        return (out - out.mean(1, keepdim=True)).clamp(min=0)
+    raise ValueError(f'relevance_seed must be one of {RELEVANCE_SEEDS}, got {relevance_seed!r}')
+
+# %% ../nbs/07_relevance.ipynb #c020
 def _as_input(net: PixelNet, obs) -> torch.Tensor:
     "Observations as a float tensor of raw pixel values, shape-checked."
     x = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
     net.check_input(x)
     return x.float()
 
-# %% ../nbs/07_relevance.ipynb #c014
-def _output_seed(out: torch.Tensor, # (X, A) decision output f(x)
-                 seed: str,         # 'output': f(x); 'action': f(x) of the argmax only; 'softmax'
-                ) -> torch.Tensor:
-    "Initial relevance at the decision output."
-    if seed == 'output':
-        return out
-    if seed == 'softmax':
-        return out.softmax(1)
-    if seed == 'action':
-        return out * F.one_hot(out.argmax(1), out.shape[1]).to(out)
-    raise ValueError(f"seed must be 'output', 'action' or 'softmax', got {seed!r}")
-
-# %% ../nbs/07_relevance.ipynb #c016
+# %% ../nbs/07_relevance.ipynb #c022
 def zennit_neuron_relevance(net: PixelNet, obs, composite='zplus_flat',
-                            seed: str = 'output') -> tuple[torch.Tensor, torch.Tensor]:
+                            relevance_seed: str = RelevanceSeed.OUTPUT,  # the pass-1 seed
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
     "Pass 1 with zennit: (R_k(x) of every F_c neuron (X, K), decision output f(x) (X, A))."
     x, store = _as_input(net, obs).requires_grad_(), {}
     handle = net.body.register_forward_hook(lambda m, i, o: store.__setitem__('fc', o))
     try:
         with make_composite(composite).context(nn.Sequential(net.body, net.head)) as model:
             out = model(x)
-            seeds = _output_seed(out.detach(), seed)
+            seeds = _output_seed(out.detach(), relevance_seed)
             r, = torch.autograd.grad(out, store['fc'], grad_outputs=seeds)
     finally:
         handle.remove()
     return r.detach(), out.detach()
 
-# %% ../nbs/07_relevance.ipynb #c018
+# %% ../nbs/07_relevance.ipynb #c024
 def zennit_pixel_relevance(net: PixelNet, obs,
                            neurons,  # (X, J) F_c neuron indices; -1 = padding, gives zeros
                            composite='zplus_flat', batch: int = 256) -> torch.Tensor:
@@ -112,7 +128,7 @@ def zennit_pixel_relevance(net: PixelNet, obs,
             out[f, c] = r
     return out
 
-# %% ../nbs/07_relevance.ipynb #c021
+# %% ../nbs/07_relevance.ipynb #c027
 class LayerRecord(NamedTuple):
     "What the fast z⁺ path keeps of one layer from the forward pass."
     kind: str                  # 'flat' (first layer), 'zplus' (later layers) or 'flatten'
@@ -122,19 +138,19 @@ class LayerRecord(NamedTuple):
     denominator: torch.Tensor | None  # stabilised W⁺a ('zplus'), or 1ᵀ1 for one frame ('flat')
     weight: torch.Tensor | None       # W⁺ ('zplus') or all ones ('flat')
 
-# %% ../nbs/07_relevance.ipynb #c023
+# %% ../nbs/07_relevance.ipynb #c029
 def _layers(net: PixelNet) -> list[nn.Module]:
     "Leaf modules of `body` then `head`, in forward order."
     return [m for m in nn.Sequential(net.body, net.head).modules() if not list(m.children())]
 
-# %% ../nbs/07_relevance.ipynb #c025
+# %% ../nbs/07_relevance.ipynb #c031
 def _apply_linear(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     "Conv or linear `layer` applied to `x` with weights `weight` and no bias."
     if isinstance(layer, nn.Conv2d):
         return F.conv2d(x, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
     return F.linear(x, weight)
 
-# %% ../nbs/07_relevance.ipynb #c028
+# %% ../nbs/07_relevance.ipynb #c034
 def _apply_transposed(layer: nn.Module, s: torch.Tensor, weight: torch.Tensor,
                       in_shape) -> torch.Tensor:
     "The transpose of `_apply_linear` (what autograd's backward would compute) applied to `s`."
@@ -146,7 +162,7 @@ def _apply_transposed(layer: nn.Module, s: torch.Tensor, weight: torch.Tensor,
     return F.conv_transpose2d(s, weight, None, layer.stride, layer.padding, out_pad, layer.groups,
                               layer.dilation)
 
-# %% ../nbs/07_relevance.ipynb #c030
+# %% ../nbs/07_relevance.ipynb #c036
 def _record(layer: nn.Module, act: torch.Tensor, first: bool, stabilizer: float) -> LayerRecord:
     "The `LayerRecord` of conv or linear `layer` with input `act` (Flat if `first`, else z⁺)."
     if first:
@@ -160,7 +176,7 @@ def _record(layer: nn.Module, act: torch.Tensor, first: bool, stabilizer: float)
     den = stabilize(_apply_linear(layer, act, wp), stabilizer)
     return LayerRecord('zplus', layer, act.shape, act, den, wp)
 
-# %% ../nbs/07_relevance.ipynb #c032
+# %% ../nbs/07_relevance.ipynb #c038
 @torch.no_grad()
 def zplus_forward(net: PixelNet, obs,
                   stabilizer: float = 1e-6) -> tuple[list[LayerRecord], torch.Tensor]:
@@ -178,7 +194,7 @@ def zplus_forward(net: PixelNet, obs,
         act = layer(act)
     return records, act
 
-# %% ../nbs/07_relevance.ipynb #c035
+# %% ../nbs/07_relevance.ipynb #c041
 def _flat_step(rec: LayerRecord, relevance: torch.Tensor) -> torch.Tensor:
     "The Flat rule of the first layer: output relevance (N, ...) to input relevance (N, *frame)."
     ratio = relevance / rec.denominator
@@ -189,7 +205,7 @@ def _flat_step(rec: LayerRecord, relevance: torch.Tensor) -> torch.Tensor:
         back = _apply_transposed(layer, ratio, rec.weight, rec.in_shape)
     return back.expand(len(relevance), *rec.in_shape[1:])
 
-# %% ../nbs/07_relevance.ipynb #c037
+# %% ../nbs/07_relevance.ipynb #c043
 def _backward_step(rec: LayerRecord, relevance: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     "One layer down: relevance rows (N, *output) of frames `index` (N,) to (N, *input)."
     if rec.kind == 'flatten':
@@ -199,7 +215,7 @@ def _backward_step(rec: LayerRecord, relevance: torch.Tensor, index: torch.Tenso
     ratio = relevance / rec.denominator[index]
     return rec.activation[index] * _apply_transposed(rec.layer, ratio, rec.weight, rec.in_shape)
 
-# %% ../nbs/07_relevance.ipynb #c039
+# %% ../nbs/07_relevance.ipynb #c045
 @torch.no_grad()
 def zplus_backward(records: list[LayerRecord], relevance: torch.Tensor,
                    index: torch.Tensor) -> torch.Tensor:
@@ -208,13 +224,14 @@ def zplus_backward(records: list[LayerRecord], relevance: torch.Tensor,
         relevance = _backward_step(rec, relevance, index)
     return relevance
 
-# %% ../nbs/07_relevance.ipynb #c041
+# %% ../nbs/07_relevance.ipynb #c047
 def fast_neuron_relevance(records: list[LayerRecord], out: torch.Tensor,
-                          seed: str = 'output') -> torch.Tensor:
+                          relevance_seed: str = RelevanceSeed.OUTPUT,  # the pass-1 seed
+                         ) -> torch.Tensor:
     "Pass 1 on the fast path: R_k(x) (X, K) from the head's record."
-    return zplus_backward(records[-1:], _output_seed(out, seed), torch.arange(len(out)))
+    return zplus_backward(records[-1:], _output_seed(out, relevance_seed), torch.arange(len(out)))
 
-# %% ../nbs/07_relevance.ipynb #c044
+# %% ../nbs/07_relevance.ipynb #c050
 def _fc_one_hot(records: list[LayerRecord],
                 neuron_ids: torch.Tensor,  # (N,) F_c neuron of each row
                 frames: torch.Tensor,      # (N,) frame of each row
@@ -226,7 +243,7 @@ def _fc_one_hot(records: list[LayerRecord],
     den = rec.denominator[frames, neuron_ids].unsqueeze(1)
     return rec.activation[frames] * rec.weight[neuron_ids] / den
 
-# %% ../nbs/07_relevance.ipynb #c046
+# %% ../nbs/07_relevance.ipynb #c052
 def fast_pixel_relevance(records: list[LayerRecord],
                          neurons,  # (X, J) F_c neuron indices; -1 = padding, gives zeros
                          batch: int = 256) -> torch.Tensor:
@@ -239,21 +256,21 @@ def fast_pixel_relevance(records: list[LayerRecord],
         out[f, c] = zplus_backward(records[:-2], _fc_one_hot(records, neurons[f, c], f), f)
     return out
 
-# %% ../nbs/07_relevance.ipynb #c049
+# %% ../nbs/07_relevance.ipynb #c055
 class Mode:
     "What is explained: the F_c neurons of S (two passes) or the chosen action's output (one pass)."
     TWO_PASS = 'two_pass'
     ACTION = 'action'
 
-# %% ../nbs/07_relevance.ipynb #c051
+# %% ../nbs/07_relevance.ipynb #c057
 MODES = (Mode.TWO_PASS, Mode.ACTION)
 
-# %% ../nbs/07_relevance.ipynb #c053
+# %% ../nbs/07_relevance.ipynb #c059
 def _targets(net: PixelNet, mode: str):
     "The function whose outputs are explained: F_c (two-pass mode) or the decision (action mode)."
     return net.body if mode == Mode.TWO_PASS else net.decision
 
-# %% ../nbs/07_relevance.ipynb #c055
+# %% ../nbs/07_relevance.ipynb #c061
 def _gradient_rows(target, x_rows: torch.Tensor,
                    output_ids: torch.Tensor,  # (N,) the target output explained in each row
                    times_input: bool, n_samples: int, noise: float, generator) -> torch.Tensor:
@@ -269,7 +286,7 @@ def _gradient_rows(target, x_rows: torch.Tensor,
         maps += (g * xs.detach() if times_input else g) / n_samples
     return maps
 
-# %% ../nbs/07_relevance.ipynb #c057
+# %% ../nbs/07_relevance.ipynb #c063
 def gradient_maps(net: PixelNet, obs,
                   neurons,                    # (X, J) target outputs; -1 = padding, gives zeros
                   mode: str = Mode.TWO_PASS,
@@ -288,7 +305,7 @@ def gradient_maps(net: PixelNet, obs,
                                    generator)
     return out
 
-# %% ../nbs/07_relevance.ipynb #c059
+# %% ../nbs/07_relevance.ipynb #c065
 def _occluded_copies(frame: torch.Tensor, patch: int, value: float) -> torch.Tensor:
     "One copy of `frame` (C, H, W) per square patch, that patch set to `value`: (patches, C, H, W)."
     n_rows, n_cols = math.ceil(frame.shape[-2] / patch), math.ceil(frame.shape[-1] / patch)
@@ -298,7 +315,7 @@ def _occluded_copies(frame: torch.Tensor, patch: int, value: float) -> torch.Ten
         copies[q, :, row*patch:(row+1)*patch, col*patch:(col+1)*patch] = value
     return copies
 
-# %% ../nbs/07_relevance.ipynb #c061
+# %% ../nbs/07_relevance.ipynb #c067
 @torch.no_grad()
 def occlusion_maps(net: PixelNet, obs,
                    neurons,               # (X, J) target outputs; -1 = padding, gives zeros
@@ -321,15 +338,15 @@ def occlusion_maps(net: PixelNet, obs,
     maps = torch.stack(drops)[:, patch_id].permute(0, 3, 1, 2)          # (X, J, H, W)
     return maps.unsqueeze(2).expand(X, J, *x.shape[1:]).contiguous()
 
-# %% ../nbs/07_relevance.ipynb #c064
+# %% ../nbs/07_relevance.ipynb #c070
 METHODS = ('lrp', 'gradient', 'gradxinput', 'smoothgrad', 'occlusion')  # what `explain` computes
 
-# %% ../nbs/07_relevance.ipynb #c066
+# %% ../nbs/07_relevance.ipynb #c072
 def method_label(method: str, mode: str) -> str:
     "The label of `method` in `mode` in an ATOM table's `method` column, e.g. 'lrp_two_pass'."
     return f'{method}_{mode}'
 
-# %% ../nbs/07_relevance.ipynb #c068
+# %% ../nbs/07_relevance.ipynb #c074
 class Method:
     "The labels of the `method` column of an ATOM table: `method_label(method, mode)`."
     LRP_TWO_PASS = 'lrp_two_pass'
@@ -343,10 +360,10 @@ class Method:
     OCCLUSION_TWO_PASS = 'occlusion_two_pass'
     OCCLUSION_ACTION = 'occlusion_action'
 
-# %% ../nbs/07_relevance.ipynb #c070
+# %% ../nbs/07_relevance.ipynb #c076
 METHOD_LABELS = tuple(v for k, v in vars(Method).items() if k.isupper())  # every label, in order
 
-# %% ../nbs/07_relevance.ipynb #c073
+# %% ../nbs/07_relevance.ipynb #c079
 class Explanation(NamedTuple):
     "What `explain` returns."
     neuron_relevance: torch.Tensor  # R_k (X, Kmax), zero-padded
@@ -354,7 +371,7 @@ class Explanation(NamedTuple):
     neurons: torch.Tensor           # F_c index of each column (X, Kmax); -1 = padding
     output: torch.Tensor            # decision output f(x) (X, A)
 
-# %% ../nbs/07_relevance.ipynb #c075
+# %% ../nbs/07_relevance.ipynb #c081
 def relevant_indices(neuron_relevance: torch.Tensor, mass: float) -> torch.Tensor:
     "F_c indices of S(x) per frame, by decreasing relevance, padded with -1: (X, Kmax)."
     mask = torch.as_tensor(relevant_neurons(neuron_relevance, mass))
@@ -363,12 +380,12 @@ def relevant_indices(neuron_relevance: torch.Tensor, mass: float) -> torch.Tenso
     order = torch.argsort(ranked, dim=1, descending=True, stable=True)[:, :kmax]
     return torch.where(torch.gather(mask, 1, order), order, -1)
 
-# %% ../nbs/07_relevance.ipynb #c077
+# %% ../nbs/07_relevance.ipynb #c083
 def _relevance_of(neuron_relevance: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
     "R_k of the columns `neurons` (X, J), 0 for padding."
     return torch.where(neurons >= 0, torch.gather(neuron_relevance, 1, neurons.clamp(min=0)), 0.)
 
-# %% ../nbs/07_relevance.ipynb #c079
+# %% ../nbs/07_relevance.ipynb #c085
 def _check_explain(method: str, composite, mode: str, backend: str) -> bool:
     "Validate the arguments of `explain`; whether it takes the fast z⁺ path."
     if method not in METHODS:
@@ -382,7 +399,7 @@ def _check_explain(method: str, composite, mode: str, backend: str) -> bool:
         raise ValueError(f'the fast path implements zplus_flat only, not {composite!r}')
     return fast
 
-# %% ../nbs/07_relevance.ipynb #c081
+# %% ../nbs/07_relevance.ipynb #c087
 def _zennit_action(net: PixelNet, obs, composite, seeds: torch.Tensor) -> torch.Tensor:
     "Single-pass LRP through zennit of the decision output seeded with `seeds`: (X, 1, *frame)."
     x = _as_input(net, obs).requires_grad_()
@@ -390,7 +407,7 @@ def _zennit_action(net: PixelNet, obs, composite, seeds: torch.Tensor) -> torch.
         r, = torch.autograd.grad(model(x), x, grad_outputs=seeds)
     return r.unsqueeze(1)
 
-# %% ../nbs/07_relevance.ipynb #c083
+# %% ../nbs/07_relevance.ipynb #c089
 def _lrp_maps(net: PixelNet, obs, composite, mode: str, neurons: torch.Tensor, out: torch.Tensor,
               records: list[LayerRecord] | None,  # the fast path's records, None for zennit
               batch: int) -> torch.Tensor:
@@ -404,7 +421,7 @@ def _lrp_maps(net: PixelNet, obs, composite, mode: str, neurons: torch.Tensor, o
         return fast_pixel_relevance(records, neurons, batch)
     return zennit_pixel_relevance(net, obs, neurons, composite, batch)
 
-# %% ../nbs/07_relevance.ipynb #c085
+# %% ../nbs/07_relevance.ipynb #c091
 def _other_maps(net: PixelNet, obs, method: str, mode: str, neurons: torch.Tensor, batch: int,
                 method_kw: dict) -> torch.Tensor:
     "Pixel maps of a method other than LRP."
@@ -416,27 +433,42 @@ def _other_maps(net: PixelNet, obs, method: str, mode: str, neurons: torch.Tenso
                   generator=method_kw.get('generator'))
     return gradient_maps(net, obs, neurons, mode, batch=batch, **kw)
 
-# %% ../nbs/07_relevance.ipynb #c087
-def _first_pass(net: PixelNet, obs, composite, seed: str, fast: bool) -> tuple:
+# %% ../nbs/07_relevance.ipynb #c093
+def _first_pass(net: PixelNet, obs, composite, relevance_seed: str, fast: bool) -> tuple:
     "(records of the fast path or None, R_k (X, K), f(x) (X, A)): LRP pass 1."
     if not fast:
-        return None, *zennit_neuron_relevance(net, obs, composite, seed)
+        return None, *zennit_neuron_relevance(net, obs, composite, relevance_seed)
     records, out = zplus_forward(net, obs)
-    return records, fast_neuron_relevance(records, out, seed), out
+    return records, fast_neuron_relevance(records, out, relevance_seed), out
 
-# %% ../nbs/07_relevance.ipynb #c089
+# %% ../nbs/07_relevance.ipynb #c096
+def _rename_seed(kw: dict) -> dict:
+    "`kw` with the pass-1 seed's old keyword `seed` renamed to `relevance_seed`, with a warning."
+    if 'seed' not in kw:
+        return kw
+    if 'relevance_seed' in kw:
+        raise ValueError('give the pass-1 seed once, as relevance_seed (seed is its old name)')
+    warnings.warn('the pass-1 seed is now called relevance_seed; seed= will be removed',
+                  DeprecationWarning, stacklevel=3)
+    kw = dict(kw)
+    kw['relevance_seed'] = kw.pop('seed')
+    return kw
+
+# %% ../nbs/07_relevance.ipynb #c098
 def explain(net: PixelNet, obs,
             method: str = 'lrp',         # one of `METHODS`
             composite='zplus_flat',      # LRP rules: a name in `COMPOSITES` or a zennit composite
             mode: str = Mode.TWO_PASS,   # one of `MODES`
             mass: float = 0.9,           # fraction of R⁺ that S must hold
-            seed: str = 'output',        # pass-1 seed: 'output', 'action' or 'softmax'
+            relevance_seed: str = RelevanceSeed.OUTPUT,  # the pass-1 seed: `RELEVANCE_SEEDS`
             backend: str = 'auto',       # 'fast' (z⁺ only), 'zennit', or 'auto' (fast if it can)
             batch: int = 256, **method_kw) -> Explanation:
     "Relevance of `obs` (X, 4, 84, 84) for `net`, in the two-pass scheme or for the chosen action."
+    method_kw = _rename_seed(method_kw)
+    relevance_seed = method_kw.pop('relevance_seed', relevance_seed)
     fast = _check_explain(method, composite, mode, backend)
     net.eval()
-    records, r, out = _first_pass(net, obs, composite, seed, fast)
+    records, r, out = _first_pass(net, obs, composite, relevance_seed, fast)
     if mode == Mode.TWO_PASS:
         neurons = relevant_indices(r, mass)
         nr = _relevance_of(r, neurons)
@@ -450,7 +482,7 @@ def explain(net: PixelNet, obs,
         neurons = torch.full_like(neurons, -1)
     return Explanation(nr.float(), pr.float(), neurons, out)
 
-# %% ../nbs/07_relevance.ipynb #c092
+# %% ../nbs/07_relevance.ipynb #c106
 def _kernel_in_strides(layer: nn.Module, in_shape) -> int | None:
     "r = kernel / stride when the Flat first layer tiles the image in stride² blocks, else None."
     if not isinstance(layer, nn.Conv2d) or layer.groups != 1:
@@ -462,7 +494,7 @@ def _kernel_in_strides(layer: nn.Module, in_shape) -> int | None:
         return None
     return k // s
 
-# %% ../nbs/07_relevance.ipynb #c094
+# %% ../nbs/07_relevance.ipynb #c108
 def _block_counts(index: np.ndarray, n_objects: int, frame_shape, stride: int) -> torch.Tensor:
     "Pixels of each object per stride² block, summed over stacked frames: (X, blocks, G)."
     n_ch, height, width = frame_shape
@@ -471,7 +503,7 @@ def _block_counts(index: np.ndarray, n_objects: int, frame_shape, stride: int) -
     blocks = per_pixel.reshape(-1, height // stride, stride, width // stride, stride, n_objects)
     return blocks.sum((2, 4)).reshape(-1, (height // stride) * (width // stride), n_objects)
 
-# %% ../nbs/07_relevance.ipynb #c097
+# %% ../nbs/07_relevance.ipynb #c111
 def _second_conv_fold(records: list[LayerRecord]) -> torch.Tensor | None:
     "Per-frame tensor B (X, L, C_out, k·k) of the second conv's z⁺ step, or None if not applicable."
     rec, first_den = records[1], records[0].denominator
@@ -488,7 +520,7 @@ def _second_conv_fold(records: list[LayerRecord]) -> torch.Tensor | None:
     unf = unf.reshape(len(act), ci, kh * kw, -1)
     return torch.einsum('ocd,xcdl->xlod', w.reshape(co, ci, kh * kw), unf).contiguous()
 
-# %% ../nbs/07_relevance.ipynb #c099
+# %% ../nbs/07_relevance.ipynb #c113
 def _fold_products(scaled: torch.Tensor,       # (L, N, C_out) second-conv relevance / denominator
                    fold_weights: torch.Tensor, # (X, L, C_out, k·k) from `_second_conv_fold`
                    frames: torch.Tensor,       # (N,) frame of each row, sorted
@@ -502,7 +534,7 @@ def _fold_products(scaled: torch.Tensor,       # (L, N, C_out) second-conv relev
         i += n
     return products
 
-# %% ../nbs/07_relevance.ipynb #c101
+# %% ../nbs/07_relevance.ipynb #c115
 def _first_layer_ratio(records: list[LayerRecord], fold_weights, relevance2: torch.Tensor,
                        frames: torch.Tensor) -> torch.Tensor:
     "t = Σ_c R1_c / z1 at the first layer's output (N, 1, h, w), from the second conv's relevance."
@@ -516,7 +548,7 @@ def _first_layer_ratio(records: list[LayerRecord], fold_weights, relevance2: tor
     folded = F.fold(products.permute(1, 2, 0), out_size, layer.kernel_size, stride=layer.stride)
     return folded / first_den.flatten()[0]
 
-# %% ../nbs/07_relevance.ipynb #c103
+# %% ../nbs/07_relevance.ipynb #c117
 def _block_relevance(ratio: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Value of each stride² block (N, 1, h', w') from the ratios t, and whether it is non-zero."
     box = torch.ones(1, 1, r, r)
@@ -524,7 +556,7 @@ def _block_relevance(ratio: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.T
     active = F.conv2d(F.pad((ratio > 0).float(), (r - 1,) * 4), box) > 0
     return values, active
 
-# %% ../nbs/07_relevance.ipynb #c105
+# %% ../nbs/07_relevance.ipynb #c119
 def _fused_batch(records: list[LayerRecord], fold_weights, neuron_ids: torch.Tensor,
                  frames: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Block values and block activity of the maps of F_c neurons `neuron_ids` of `frames`."
@@ -533,7 +565,7 @@ def _fused_batch(records: list[LayerRecord], fold_weights, neuron_ids: torch.Ten
     ratio = _first_layer_ratio(records, fold_weights, relevance2, frames)
     return _block_relevance(ratio, r)
 
-# %% ../nbs/07_relevance.ipynb #c107
+# %% ../nbs/07_relevance.ipynb #c121
 def _check_fused(records: list[LayerRecord]) -> int:
     "r of the first layer, or an error if the fused path does not apply."
     first = records[0]
@@ -543,7 +575,7 @@ def _check_fused(records: list[LayerRecord]) -> int:
                          'the image')
     return r
 
-# %% ../nbs/07_relevance.ipynb #c109
+# %% ../nbs/07_relevance.ipynb #c123
 def _fused_sums(records: list[LayerRecord], neurons: torch.Tensor, neuron_relevance: torch.Tensor,
                 counts: torch.Tensor, r: int, grid: tuple, batch: int):
     "Object sums and active counts (X, J, G) and the combined block map (X, 1, *grid)."
@@ -561,7 +593,7 @@ def _fused_sums(records: list[LayerRecord], neurons: torch.Tensor, neuron_releva
         combined.index_add_(0, f, values * neuron_relevance[f, c].view(-1, 1, 1, 1))
     return sums, active, combined
 
-# %% ../nbs/07_relevance.ipynb #c111
+# %% ../nbs/07_relevance.ipynb #c125
 def fused_inputs(records: list[LayerRecord],
                  neurons,           # (X, J) F_c neuron indices; -1 = padding
                  neuron_relevance,  # (X, J) their R_k
@@ -582,7 +614,7 @@ def fused_inputs(records: list[LayerRecord],
     maps = combined.repeat_interleave(stride, 2).repeat_interleave(stride, 3)
     return object_att, maps.expand(len(neurons), n_ch, height, width).numpy()
 
-# %% ../nbs/07_relevance.ipynb #c114
+# %% ../nbs/07_relevance.ipynb #c128
 def _pad_columns(a: np.ndarray, k: int, fill) -> np.ndarray:
     "`a` (X, K, ...) padded along axis 1 to `k` columns with `fill` (broadcastable to one column)."
     if a.shape[1] == k:
@@ -590,7 +622,7 @@ def _pad_columns(a: np.ndarray, k: int, fill) -> np.ndarray:
     pad = np.broadcast_to(fill, (a.shape[0], k - a.shape[1], *a.shape[2:]))
     return np.concatenate([a, pad], 1)
 
-# %% ../nbs/07_relevance.ipynb #c116
+# %% ../nbs/07_relevance.ipynb #c130
 @contextmanager
 def _torch_threads(threads: int | None):
     "Run the block with `threads` torch threads (unchanged if None), restored afterwards."
@@ -604,24 +636,24 @@ def _torch_threads(threads: int | None):
     finally:
         torch.set_num_threads(before)
 
-# %% ../nbs/07_relevance.ipynb #c118
+# %% ../nbs/07_relevance.ipynb #c132
 def _fused_applies(net: PixelNet, obs, method: str, mode: str, kw: dict) -> bool:
     "Whether `checkpoint_atoms` can take the fused path (two-pass z⁺/Flat LRP on a tiling layer)."
     tiles = _kernel_in_strides(_layers(net)[1], obs.shape) is not None
     return (method == 'lrp' and mode == Mode.TWO_PASS and kw['composite'] == 'zplus_flat'
             and kw['backend'] != 'zennit' and tiles)
 
-# %% ../nbs/07_relevance.ipynb #c120
+# %% ../nbs/07_relevance.ipynb #c134
 def _fused_chunk(net: PixelNet, obs, labels, objects: dict, kw: dict) -> tuple:
     "(R_k, R̄, combined maps) of a chunk of frames on the fused path."
     records, out = zplus_forward(net, obs)
-    r = fast_neuron_relevance(records, out, kw.get('seed', 'output'))
+    r = fast_neuron_relevance(records, out, kw.get('relevance_seed', RelevanceSeed.OUTPUT))
     neurons = relevant_indices(r, kw.get('mass', 0.9))
     nr = _relevance_of(r, neurons)
     object_att, maps = fused_inputs(records, neurons, nr, labels, objects, kw.get('batch', 256))
     return nr.numpy().astype(np.float64), object_att, maps
 
-# %% ../nbs/07_relevance.ipynb #c122
+# %% ../nbs/07_relevance.ipynb #c136
 def _explained_chunk(net: PixelNet, obs, labels, objects: dict, method: str, mode: str,
                      explain_kw: dict) -> tuple:
     "(R_k, R̄, combined maps) of a chunk of frames through `explain`."
@@ -630,7 +662,7 @@ def _explained_chunk(net: PixelNet, obs, labels, objects: dict, method: str, mod
     maps = combine_maps(e.neuron_relevance, e.pixel_relevance)
     return e.neuron_relevance.numpy().astype(np.float64), object_att, maps
 
-# %% ../nbs/07_relevance.ipynb #c124
+# %% ../nbs/07_relevance.ipynb #c138
 def _stack_chunks(chunks: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "The chunks' (R_k, R̄, maps) concatenated over frames, padded to the widest S."
     k = max(nr.shape[1] for nr, _, _ in chunks)
@@ -639,7 +671,7 @@ def _stack_chunks(chunks: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarr
                          for _, oa, _ in chunks])
     return nr, oa, np.concatenate([maps for _, _, maps in chunks])
 
-# %% ../nbs/07_relevance.ipynb #c126
+# %% ../nbs/07_relevance.ipynb #c140
 def checkpoint_atoms(net: PixelNet, obs, labels, objects: dict, step: int,
                      method: str = 'lrp', mode: str = Mode.TWO_PASS,
                      frames_per_chunk: int = 16,      # frames explained at once
@@ -651,6 +683,7 @@ def checkpoint_atoms(net: PixelNet, obs, labels, objects: dict, step: int,
     if labels.shape != tuple(obs.shape):
         raise ValueError(f'labels shape {labels.shape} does not match the observations '
                          f'{tuple(obs.shape)}')
+    explain_kw = _rename_seed(explain_kw)
     kw = dict(composite='zplus_flat', backend='auto') | explain_kw
     fused = _fused_applies(net, obs, method, mode, kw)
     chunks = []
@@ -664,7 +697,7 @@ def checkpoint_atoms(net: PixelNet, obs, labels, objects: dict, step: int,
                           objects, alpha, outside)
     return pd.DataFrame(rows).astype({'step': 'int64', 'value': 'float64'})
 
-# %% ../nbs/07_relevance.ipynb #c129
+# %% ../nbs/07_relevance.ipynb #c143
 def synthetic_frames(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, dict]:
     "`n` stacks (n, 4, 84, 84) of two paddles and a moving ball, their labels, and the objects."
     rng = np.random.default_rng(seed)

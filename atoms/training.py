@@ -15,22 +15,25 @@ import torch
 import tyro
 from torch import nn
 from tqdm.auto import tqdm
-from .core import load_weights, runs_dir, save_table, save_weights, write_json, write_manifest
+from .core import (ArtifactError, begin_command, command_line, end_command, load_weights,
+                        read_manifest, runs_dir, save_table, save_weights, verify_artifact,
+                        write_json)
 from .games import GAMES, PongVectorEnv
 from .nets import NATURE, SMALL, NetConfig, make_net, PixelNet
-from .policies import evaluate, greedy, save_checkpoint
+from .policies import RUN_ONLY, evaluate, greedy, save_checkpoint
 
 # %% auto #0
-__all__ = ['PER_ALGO', 'ALGO_DEFAULTS', 'GAME_DEFAULTS', 'POSITIVE_INTS', 'UNIT_INTERVAL', 'NON_NEGATIVE', 'REPLAY_ARRAYS',
-           'RESUME_IGNORED', 'ExperimentSettings', 'UpdateSettings', 'DQNSettings', 'TrainConfig', 'config_error',
-           'check_choices', 'fill_defaults', 'check_ranges', 'n_updates', 'check_batching', 'resolve', 'defaults_table',
-           'run_path', 'net_config', 'checkpoint_updates', 'Rollout', 'new_stats', 'record_episodes', 'sample_actions',
-           'collect', 'gae', 'ac_loss', 'normalise', 'make_optimizer', 'gradient_step', 'minibatches', 'ac_update',
-           'Replay', 'replay_stacks', 'replay_sample', 'pick_device', 'build_net', 'dqn_parts', 'Trainer',
+__all__ = ['PER_ALGO', 'ALGO_DEFAULTS', 'GAME_DEFAULTS', 'POSITIVE_INTS', 'REAL_RANGES', 'REPLAY_ARRAYS', 'RESUME_IGNORED',
+           'TRAIN_WRITES', 'ExperimentSettings', 'UpdateSettings', 'DQNSettings', 'TrainConfig', 'config_error',
+           'check_choices', 'fill_defaults', 'in_interval', 'check_ranges', 'n_updates', 'check_batching', 'resolve',
+           'defaults_table', 'run_path', 'net_config', 'checkpoint_updates', 'Rollout', 'new_stats', 'record_episodes',
+           'sample_actions', 'collect', 'gae', 'ac_loss', 'normalise', 'make_optimizer', 'gradient_step', 'minibatches',
+           'ac_update', 'Replay', 'replay_stacks', 'replay_sample', 'pick_device', 'build_net', 'dqn_parts', 'Trainer',
            'pack_optimizer', 'unpack_optimizer', 'env_state', 'restore_env', 'dqn_state', 'restore_dqn', 'save_state',
            'load_state', 'anneal_lr', 'ac_step', 'epsilon', 'dqn_act', 'dqn_play', 'td_loss', 'target_sync_due',
-           'dqn_step', 'log_row', 'checkpoint', 'with_defaults', 'config_differences', 'open_run', 'Clock', 'timed',
-           'advance', 'finish', 'progress_bar', 'train']
+           'dqn_step', 'log_row', 'checkpoint', 'with_defaults', 'config_differences', 'read_run_config',
+           'missing_checkpoints', 'train_settings', 'finished', 'check_config_file', 'open_run', 'Clock', 'timed',
+           'advance', 'train_command', 'finish', 'progress_bar', 'train']
 
 # %% ../nbs/05_training.ipynb #c006
 PER_ALGO = tyro.conf.arg(
@@ -145,10 +148,23 @@ def fill_defaults(cfg: TrainConfig) -> TrainConfig:
 POSITIVE_INTS = ('total_steps', 'num_envs', 'n_steps', 'frames', 'frame_skip', 'update_epochs',
                  'num_minibatches', 'eval_points', 'eval_envs', 'threads', 'batch_size',
                  'train_every', 'target_every', 'buffer_mb')
-UNIT_INTERVAL = ('lr', 'gamma', 'gae_lambda', 'rmsprop_alpha')       # in (0, 1]
-NON_NEGATIVE = ('ent_coef', 'vf_coef', 'max_grad_norm', 'learning_starts', 'save_every_s')
+REAL_RANGES = {   # float field → the interval it must lie in (NaN and infinity lie in none)
+    'lr': '(0, 1]', 'gamma': '(0, 1]', 'gae_lambda': '(0, 1]', 'rmsprop_alpha': '(0, 1]',
+    'ent_coef': '[0, inf)', 'vf_coef': '[0, inf)', 'max_grad_norm': '[0, inf)',
+    'optim_eps': '(0, inf)', 'schedule_power': '(0, inf)', 'eps_end': '[0, 1]',
+    'eps_fraction': '(0, 1]', 'stop_at_skill': '(0, 1]', 'time_limit_s': '(0, inf)',
+    'save_every_s': '[0, inf)', 'clip_coef': '[0, inf)'}
 
-# %% ../nbs/05_training.ipynb #c029
+# %% ../nbs/05_training.ipynb #c030
+def in_interval(value, interval: str) -> bool:
+    "Whether `value` is a number in `interval`, written like '(0, 1]' or '[0, inf)'."
+    if isinstance(value, bool) or not isinstance(value, (int, float)): return False
+    lo, hi = (float(end) for end in interval[1:-1].split(','))
+    above = value > lo if interval[0] == '(' else value >= lo
+    below = value < hi if interval[-1] == ')' else value <= hi
+    return above and below
+
+# %% ../nbs/05_training.ipynb #c032
 def check_ranges(cfg: TrainConfig):
     "Raise if a (filled) numeric field is out of its range."
     for f in POSITIVE_INTS:
@@ -156,28 +172,22 @@ def check_ranges(cfg: TrainConfig):
         if not isinstance(v, int) or v < 1:
             raise config_error(f, f'must be a positive integer, got {v!r}')
     if cfg.seed < 0: raise config_error('seed', f'must be >= 0, got {cfg.seed}')
+    if cfg.learning_starts < 0:
+        raise config_error('learning_starts', f'must be >= 0, got {cfg.learning_starts}')
     if cfg.checkpoints < 2:
         msg = f'must be >= 2 (the start and the end), got {cfg.checkpoints}'
         raise config_error('checkpoints', msg)
-    for f in UNIT_INTERVAL:
-        if not 0 < getattr(cfg, f) <= 1:
-            raise config_error(f, f'must be in (0, 1], got {getattr(cfg, f)}')
-    for f in NON_NEGATIVE:
-        if getattr(cfg, f) < 0: raise config_error(f, f'must be >= 0, got {getattr(cfg, f)}')
-    if cfg.optim_eps <= 0: raise config_error('optim_eps', f'must be > 0, got {cfg.optim_eps}')
-    if cfg.schedule_power <= 0:
-        raise config_error('schedule_power', f'must be > 0, got {cfg.schedule_power}')
-    if not 0 <= cfg.eps_end <= 1 or not 0 < cfg.eps_fraction <= 1:
-        raise config_error('eps_end', 'eps_end must be in [0, 1] and eps_fraction in (0, 1]')
-    if cfg.stop_at_skill is not None and not 0 < cfg.stop_at_skill <= 1:
-        raise config_error('stop_at_skill', f'must be in (0, 1], got {cfg.stop_at_skill}')
+    for f, interval in REAL_RANGES.items():
+        v = getattr(cfg, f)
+        if v is not None and not in_interval(v, interval):
+            raise config_error(f, f'must be a number in {interval}, got {v!r}')
 
-# %% ../nbs/05_training.ipynb #c032
+# %% ../nbs/05_training.ipynb #c035
 def n_updates(cfg: TrainConfig) -> int:
     "Number of updates (vector steps for DQN) that `total_steps` buys."
     return cfg.total_steps // (cfg.num_envs * cfg.n_steps)
 
-# %% ../nbs/05_training.ipynb #c034
+# %% ../nbs/05_training.ipynb #c037
 def check_batching(cfg: TrainConfig):
     "Raise if the minibatches do not divide the rollout or the updates cannot hold the checkpoints."
     batch = cfg.num_envs * cfg.n_steps
@@ -188,7 +198,7 @@ def check_batching(cfg: TrainConfig):
                            f'{cfg.checkpoints - 1} updates, but total_steps={cfg.total_steps} '
                            f'gives {n_updates(cfg)}')
 
-# %% ../nbs/05_training.ipynb #c036
+# %% ../nbs/05_training.ipynb #c039
 def resolve(cfg: TrainConfig) -> TrainConfig:
     "Fill per-algorithm defaults and validate; raises ValueError naming the offending field."
     check_choices(cfg)
@@ -197,7 +207,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     check_batching(cfg)
     return cfg
 
-# %% ../nbs/05_training.ipynb #c039
+# %% ../nbs/05_training.ipynb #c042
 def defaults_table() -> str:
     "The per-(game, algorithm, net) defaults of the fields left at None, as text for `--help`."
     keys = list(ALGO_DEFAULTS['a2c'])
@@ -214,17 +224,17 @@ def defaults_table() -> str:
               for (g, a), d in GAME_DEFAULTS.items()]
     return '\n'.join(lines)
 
-# %% ../nbs/05_training.ipynb #c042
+# %% ../nbs/05_training.ipynb #c045
 def run_path(cfg: TrainConfig) -> Path:
     "The run folder of `cfg`."
     return Path(cfg.run_dir) if cfg.run_dir else runs_dir()/f'{cfg.game}__{cfg.algo}__{cfg.seed}'
 
-# %% ../nbs/05_training.ipynb #c044
+# %% ../nbs/05_training.ipynb #c047
 def net_config(cfg: TrainConfig) -> NetConfig:
     "The network config a training config implies."
     return replace(SMALL if cfg.net == 'small' else NATURE, frames=cfg.frames)
 
-# %% ../nbs/05_training.ipynb #c047
+# %% ../nbs/05_training.ipynb #c050
 def checkpoint_updates(n_updates: int, n: int, power: float = 2.0) -> np.ndarray:
     "The `n` distinct update indices (0 … n_updates) after which checkpoints are saved."
     if n - 1 > n_updates:
@@ -234,7 +244,7 @@ def checkpoint_updates(n_updates: int, n: int, power: float = 2.0) -> np.ndarray
     for i in range(n - 2, -1, -1): u[i] = min(u[i], u[i + 1] - 1)    # keep the last at n_updates
     return u
 
-# %% ../nbs/05_training.ipynb #c050
+# %% ../nbs/05_training.ipynb #c053
 @dataclass
 class Rollout:
     "Preallocated buffers for one rollout of T steps in N games."
@@ -253,12 +263,12 @@ class Rollout:
         return cls(zeros(T, N, *obs_shape, dtype=torch.uint8), zeros(T, N, dtype=torch.int64),
                    zeros(T, N), zeros(T, N), zeros(T, N), zeros(T, N))
 
-# %% ../nbs/05_training.ipynb #c052
+# %% ../nbs/05_training.ipynb #c055
 def new_stats() -> dict:
     "Empty episode statistics: returns of finished episodes, points won and lost, episodes."
     return dict(returns=[], won=0, lost=0, episodes=0)
 
-# %% ../nbs/05_training.ipynb #c054
+# %% ../nbs/05_training.ipynb #c057
 def record_episodes(stats: dict, info: dict):
     "Add the points and finished episodes one vector step reports in `info` to `stats`."
     stats['won'] += int(info['won'].sum())
@@ -267,7 +277,7 @@ def record_episodes(stats: dict, info: dict):
         stats['returns'] += info['episode']['r'][info['_episode']].tolist()
         stats['episodes'] += int(info['_episode'].sum())
 
-# %% ../nbs/05_training.ipynb #c056
+# %% ../nbs/05_training.ipynb #c059
 def sample_actions(net, obs: torch.Tensor, gen: torch.Generator) -> tuple:
     "Actions sampled from the policy with `gen` (on the CPU), with the logits and values."
     with torch.no_grad():
@@ -276,7 +286,7 @@ def sample_actions(net, obs: torch.Tensor, gen: torch.Generator) -> tuple:
         actions = torch.multinomial(probs, 1, generator=gen).squeeze(1)
     return actions, logits, values
 
-# %% ../nbs/05_training.ipynb #c058
+# %% ../nbs/05_training.ipynb #c061
 def collect(env, net, obs, buf: Rollout, gen: torch.Generator, stats: dict, device) -> np.ndarray:
     "Fill `buf` with `len(buf.obs)` steps of every game; returns the last observation."
     for t in range(buf.obs.shape[0]):
@@ -291,7 +301,7 @@ def collect(env, net, obs, buf: Rollout, gen: torch.Generator, stats: dict, devi
         record_episodes(stats, info)
     return obs
 
-# %% ../nbs/05_training.ipynb #c061
+# %% ../nbs/05_training.ipynb #c064
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
     "Advantages and returns (T, N) by generalised advantage estimation."
     T = rewards.shape[0]
@@ -304,7 +314,7 @@ def gae(rewards, values, dones, last_value, gamma: float, lam: float):
         adv[t] = last
     return adv, adv + values
 
-# %% ../nbs/05_training.ipynb #c066
+# %% ../nbs/05_training.ipynb #c069
 def ac_loss(net, obs, actions, old_logp, adv, returns, cfg: TrainConfig):
     "Actor-critic loss on a minibatch; returns (loss, dict of logged parts)."
     logits, v = net(obs)
@@ -322,12 +332,12 @@ def ac_loss(net, obs, actions, old_logp, adv, returns, cfg: TrainConfig):
              'losses/entropy': ent.item()}
     return loss, parts
 
-# %% ../nbs/05_training.ipynb #c069
+# %% ../nbs/05_training.ipynb #c072
 def normalise(adv: torch.Tensor) -> torch.Tensor:
     "Advantages standardised to zero mean and unit standard deviation."
     return (adv - adv.mean()) / (adv.std() + 1e-8)
 
-# %% ../nbs/05_training.ipynb #c072
+# %% ../nbs/05_training.ipynb #c075
 def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     "The optimiser `cfg` names, with its learning rate and epsilon."
     if cfg.optimizer == 'rmsprop':
@@ -335,7 +345,7 @@ def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                                    eps=cfg.optim_eps)
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=cfg.optim_eps)
 
-# %% ../nbs/05_training.ipynb #c074
+# %% ../nbs/05_training.ipynb #c077
 def gradient_step(net: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
                   max_grad_norm: float):
     "Backpropagate `loss`, clip the gradient norm and take one optimiser step."
@@ -344,14 +354,14 @@ def gradient_step(net: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor
     nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
     opt.step()
 
-# %% ../nbs/05_training.ipynb #c077
+# %% ../nbs/05_training.ipynb #c080
 def minibatches(batch: int, cfg: TrainConfig, gen: torch.Generator) -> list[torch.Tensor]:
     "The index sets of one pass over a rollout of `batch` samples."
     idx = torch.randperm(batch, generator=gen) if cfg.num_minibatches > 1 else torch.arange(batch)
     size = batch // cfg.num_minibatches
     return [idx[s:s + size] for s in range(0, batch, size)]
 
-# %% ../nbs/05_training.ipynb #c079
+# %% ../nbs/05_training.ipynb #c082
 def ac_update(net, opt, buf: Rollout, adv, returns, cfg: TrainConfig, gen: torch.Generator) -> dict:
     "`update_epochs` passes of minibatch steps over one rollout; returns the last losses."
     batch = buf.actions.numel()
@@ -365,10 +375,10 @@ def ac_update(net, opt, buf: Rollout, adv, returns, cfg: TrainConfig, gen: torch
             gradient_step(net, opt, loss, cfg.max_grad_norm)
     return parts
 
-# %% ../nbs/05_training.ipynb #c082
+# %% ../nbs/05_training.ipynb #c085
 REPLAY_ARRAYS = ('frame', 'action', 'reward', 'done', 'first')   # what a resume state saves
 
-# %% ../nbs/05_training.ipynb #c084
+# %% ../nbs/05_training.ipynb #c087
 class Replay:
     "Ring memory of (frame, action, reward, done, first) per step and game, frames stored once."
     def __init__(self, capacity_bytes: int, n: int, size: int, frames: int):
@@ -392,7 +402,7 @@ class Replay:
 
     def __len__(self): return self.cap if self.full else self.pos
 
-# %% ../nbs/05_training.ipynb #c087
+# %% ../nbs/05_training.ipynb #c090
 def replay_stacks(replay: Replay, t, g) -> np.ndarray:
     "Observation stacks (B, frames, H, W) ending at ring indices `t` in games `g`."
     out = np.empty((len(t), replay.frames, *replay.frame.shape[2:]), np.uint8)
@@ -404,7 +414,7 @@ def replay_stacks(replay: Replay, t, g) -> np.ndarray:
         boundary |= replay.first[i, g]
     return out
 
-# %% ../nbs/05_training.ipynb #c089
+# %% ../nbs/05_training.ipynb #c092
 def replay_sample(replay: Replay, batch: int, rng: np.random.Generator) -> tuple:
     "A minibatch (obs, action, reward, done, next_obs) of transitions with a stored next_obs."
     hi = len(replay) - 1
@@ -415,19 +425,19 @@ def replay_sample(replay: Replay, batch: int, rng: np.random.Generator) -> tuple
     obs, next_obs = replay_stacks(replay, t, g), replay_stacks(replay, nxt, g)
     return obs, replay.action[t, g], replay.reward[t, g], replay.done[t, g], next_obs
 
-# %% ../nbs/05_training.ipynb #c092
+# %% ../nbs/05_training.ipynb #c095
 def pick_device(cfg: TrainConfig) -> torch.device:
     "The torch device `cfg.device` asks for ('auto': CUDA if present)."
     cuda = cfg.device == 'cuda' or (cfg.device == 'auto' and torch.cuda.is_available())
     return torch.device('cuda' if cuda else 'cpu')
 
-# %% ../nbs/05_training.ipynb #c094
+# %% ../nbs/05_training.ipynb #c097
 def build_net(cfg: TrainConfig, device: torch.device) -> PixelNet:
     "The network to train (a Q-network for DQN), on `device`."
     net = make_net('q' if cfg.algo == 'dqn' else 'actor_critic', net_config(cfg)).to(device)
     return net.to(memory_format=torch.channels_last) if device.type == 'cpu' else net
 
-# %% ../nbs/05_training.ipynb #c096
+# %% ../nbs/05_training.ipynb #c099
 def dqn_parts(cfg: TrainConfig, net: PixelNet, device: torch.device) -> tuple:
     "DQN's target network (a copy of `net`), replay memory and exploration generator."
     target = make_net('q', net_config(cfg)).to(device)
@@ -435,7 +445,7 @@ def dqn_parts(cfg: TrainConfig, net: PixelNet, device: torch.device) -> tuple:
     replay = Replay(cfg.buffer_mb * 2**20, cfg.num_envs, 84, cfg.frames)
     return target, replay, np.random.default_rng(cfg.seed + 1)
 
-# %% ../nbs/05_training.ipynb #c098
+# %% ../nbs/05_training.ipynb #c101
 class Trainer:
     "One training run: state, update step, checkpoints, resume."
     def __init__(self, cfg: TrainConfig):
@@ -464,7 +474,7 @@ class Trainer:
     @property
     def global_step(self) -> int: return self.update * self.cfg.num_envs * self.cfg.n_steps
 
-# %% ../nbs/05_training.ipynb #c101
+# %% ../nbs/05_training.ipynb #c104
 def pack_optimizer(opt) -> tuple[dict, dict]:
     "An optimiser's state as (tensors, JSON-able rest)."
     sd = opt.state_dict()
@@ -476,7 +486,7 @@ def pack_optimizer(opt) -> tuple[dict, dict]:
             else: rest['state'][str(i)][k] = v
     return tensors, rest
 
-# %% ../nbs/05_training.ipynb #c103
+# %% ../nbs/05_training.ipynb #c106
 def unpack_optimizer(opt, tensors: dict, rest: dict):
     "Restore an optimiser from `pack_optimizer`'s output."
     state = {int(i): dict(st) for i, st in rest['state'].items()}
@@ -486,20 +496,20 @@ def unpack_optimizer(opt, tensors: dict, rest: dict):
             state.setdefault(int(i), {})[name] = v
     opt.load_state_dict({'state': state, 'param_groups': rest['param_groups']})
 
-# %% ../nbs/05_training.ipynb #c106
+# %% ../nbs/05_training.ipynb #c109
 def env_state(env: PongVectorEnv) -> tuple[dict, dict]:
     "The games' state as (tensors under `env.<key>`, JSON-able rest)."
     state = env.state_dict()
     rng = state.pop('np_random')
     return {f'env.{k}': torch.from_numpy(v) for k, v in state.items()}, {'env.np_random': rng}
 
-# %% ../nbs/05_training.ipynb #c108
+# %% ../nbs/05_training.ipynb #c111
 def restore_env(env: PongVectorEnv, tensors: dict, meta: dict) -> np.ndarray:
     "Restore the games from `env_state`'s output; returns the current observation."
     state = {k[4:]: v.cpu().numpy() for k, v in tensors.items() if k.startswith('env.')}
     return env.load_state_dict(state | {'np_random': meta['env.np_random']})
 
-# %% ../nbs/05_training.ipynb #c111
+# %% ../nbs/05_training.ipynb #c114
 def dqn_state(trainer: Trainer) -> tuple[dict, dict]:
     "DQN's target network and replay memory as (tensors, JSON-able rest)."
     tensors = {f'target.{k}': v for k, v in trainer.target.state_dict().items()}
@@ -508,7 +518,7 @@ def dqn_state(trainer: Trainer) -> tuple[dict, dict]:
             'np_rng': trainer.np_rng.bit_generator.state}
     return tensors, meta
 
-# %% ../nbs/05_training.ipynb #c113
+# %% ../nbs/05_training.ipynb #c116
 def restore_dqn(trainer: Trainer, tensors: dict, meta: dict):
     "Restore DQN's target network, replay memory and exploration generator."
     target = {k[7:]: v for k, v in tensors.items() if k.startswith('target.')}
@@ -517,7 +527,7 @@ def restore_dqn(trainer: Trainer, tensors: dict, meta: dict):
     trainer.replay.pos, trainer.replay.full = meta['replay_pos'], meta['replay_full']
     trainer.np_rng.bit_generator.state = meta['np_rng']
 
-# %% ../nbs/05_training.ipynb #c116
+# %% ../nbs/05_training.ipynb #c119
 def save_state(trainer: Trainer):
     "Write everything needed to resume `trainer` into one file, atomically."
     tensors = {f'net.{k}': v for k, v in trainer.net.state_dict().items()}
@@ -525,7 +535,8 @@ def save_state(trainer: Trainer):
     env_tensors, env_meta = env_state(trainer.env)
     tensors.update(opt_tensors, gen=trainer.gen.get_state(), **env_tensors)
     tensors['first'] = torch.from_numpy(trainer.first.copy())
-    meta = dict(update=trainer.update, elapsed=trainer.elapsed, rows=trainer.rows,
+    rows = [list(row.items()) for row in trainer.rows]   # (key, value) pairs keep the column order
+    meta = dict(update=trainer.update, elapsed=trainer.elapsed, rows=rows,
                 stats=trainer.stats, losses=trainer.losses, optimizer=opt_rest,
                 config=asdict(trainer.cfg), **env_meta)
     if trainer.dqn:
@@ -534,7 +545,7 @@ def save_state(trainer: Trainer):
         meta.update(dqn_meta)
     save_weights(tensors, trainer.state_path, meta)
 
-# %% ../nbs/05_training.ipynb #c118
+# %% ../nbs/05_training.ipynb #c121
 def load_state(trainer: Trainer):
     "Restore `trainer` from its resume file."
     tensors, meta = load_weights(trainer.state_path, trainer.device)
@@ -545,15 +556,16 @@ def load_state(trainer: Trainer):
     trainer.first = tensors['first'].cpu().numpy().copy()
     if trainer.dqn: restore_dqn(trainer, tensors, meta)
     trainer.update, trainer.elapsed = meta['update'], meta['elapsed']
-    trainer.rows, trainer.stats, trainer.losses = meta['rows'], meta['stats'], meta['losses']
+    trainer.rows = [dict(row) for row in meta['rows']]   # in the logged order (JSON sorts dicts)
+    trainer.stats, trainer.losses = meta['stats'], meta['losses']
 
-# %% ../nbs/05_training.ipynb #c121
+# %% ../nbs/05_training.ipynb #c124
 def anneal_lr(trainer: Trainer):
     "Linear learning-rate decay from `lr` to 0 over training."
     lr = trainer.cfg.lr * (1 - trainer.update / trainer.total_updates)
     for g in trainer.opt.param_groups: g['lr'] = lr
 
-# %% ../nbs/05_training.ipynb #c124
+# %% ../nbs/05_training.ipynb #c127
 def ac_step(trainer: Trainer):
     "One actor-critic update: rollout, GAE, loss steps."
     cfg, device = trainer.cfg, trainer.device
@@ -566,14 +578,14 @@ def ac_step(trainer: Trainer):
     trainer.net.train()
     trainer.losses = ac_update(trainer.net, trainer.opt, buf, adv, ret, cfg, trainer.gen)
 
-# %% ../nbs/05_training.ipynb #c127
+# %% ../nbs/05_training.ipynb #c130
 def epsilon(trainer: Trainer) -> float:
     "DQN's exploration rate: linear from 1 to `eps_end` over `eps_fraction` of training."
     cfg = trainer.cfg
     decay = (1 - cfg.eps_end) * trainer.update / (cfg.eps_fraction * trainer.total_updates)
     return max(cfg.eps_end, 1 - decay)
 
-# %% ../nbs/05_training.ipynb #c129
+# %% ../nbs/05_training.ipynb #c132
 def dqn_act(trainer: Trainer) -> np.ndarray:
     "Epsilon-greedy actions for every game (exploration draws from the trainer's numpy generator)."
     with torch.no_grad(): q = trainer.net(torch.as_tensor(trainer.obs, device=trainer.device))
@@ -582,7 +594,7 @@ def dqn_act(trainer: Trainer) -> np.ndarray:
     actions[explore] = trainer.np_rng.integers(0, 3, int(explore.sum()))
     return actions
 
-# %% ../nbs/05_training.ipynb #c131
+# %% ../nbs/05_training.ipynb #c134
 def dqn_play(trainer: Trainer):
     "Play one vector step epsilon-greedily and store it in the replay memory."
     actions = dqn_act(trainer)
@@ -593,7 +605,7 @@ def dqn_play(trainer: Trainer):
     trainer.first, trainer.obs = done, obs
     record_episodes(trainer.stats, info)
 
-# %% ../nbs/05_training.ipynb #c134
+# %% ../nbs/05_training.ipynb #c137
 def td_loss(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     "Huber loss of Q(s, a) against the target network's bootstrapped target, on one minibatch."
     cfg = trainer.cfg
@@ -604,12 +616,12 @@ def td_loss(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     q_taken = trainer.net(obs).gather(1, act[:, None]).squeeze(1)
     return nn.functional.smooth_l1_loss(q_taken, target), q_taken
 
-# %% ../nbs/05_training.ipynb #c137
+# %% ../nbs/05_training.ipynb #c140
 def target_sync_due(update: int, num_envs: int, target_every: int) -> bool:
     "Whether the env-step count crosses a multiple of `target_every` in vector step `update`."
     return (update * num_envs) // target_every != ((update + 1) * num_envs) // target_every
 
-# %% ../nbs/05_training.ipynb #c139
+# %% ../nbs/05_training.ipynb #c142
 def dqn_step(trainer: Trainer):
     "One DQN vector step: play and store it, then (after `learning_starts`) one gradient step."
     cfg = trainer.cfg
@@ -622,7 +634,7 @@ def dqn_step(trainer: Trainer):
     if target_sync_due(trainer.update, cfg.num_envs, cfg.target_every):
         trainer.target.load_state_dict(trainer.net.state_dict())
 
-# %% ../nbs/05_training.ipynb #c142
+# %% ../nbs/05_training.ipynb #c145
 def log_row(trainer: Trainer, sps: float, evaluation: dict | None) -> dict:
     "A log row from the statistics gathered since the previous row (which it resets)."
     stats, ev = trainer.stats, evaluation
@@ -638,7 +650,7 @@ def log_row(trainer: Trainer, sps: float, evaluation: dict | None) -> dict:
     trainer.stats = new_stats()
     return row
 
-# %% ../nbs/05_training.ipynb #c144
+# %% ../nbs/05_training.ipynb #c147
 def checkpoint(trainer: Trainer, sps: float) -> dict:
     "Save a checkpoint and a resume state, evaluate the greedy policy, log; returns the evaluation."
     cfg = trainer.cfg
@@ -654,40 +666,87 @@ def checkpoint(trainer: Trainer, sps: float) -> dict:
     save_state(trainer)
     return ev
 
-# %% ../nbs/05_training.ipynb #c147
-RESUME_IGNORED = ('progress', 'run_dir', 'save_every_s', 'device', 'stop_at_skill', 'time_limit_s',
-                  'threads')
+# %% ../nbs/05_training.ipynb #c150
+RESUME_IGNORED = RUN_ONLY   # the fields that steer a run (kept out of checkpoints, see Policies)
 
-# %% ../nbs/05_training.ipynb #c149
+# %% ../nbs/05_training.ipynb #c152
 def with_defaults(saved: dict) -> dict:
     "A saved config with the fields it lacks (written before they existed) set to their defaults."
     dflt = fill_defaults(TrainConfig(game=saved.get('game', 'pong'), algo=saved.get('algo', 'a2c')))
     return json.loads(json.dumps(asdict(dflt))) | saved
 
-# %% ../nbs/05_training.ipynb #c151
+# %% ../nbs/05_training.ipynb #c154
 def config_differences(old: dict, cfg: TrainConfig) -> list[str]:
     "The fields (outside RESUME_IGNORED) in which a saved config `old` differs from `cfg`."
     old, new = with_defaults(old), json.loads(json.dumps(asdict(cfg)))
     return [k for k in new if k not in RESUME_IGNORED and old.get(k) != new[k]]
 
-# %% ../nbs/05_training.ipynb #c153
-def open_run(cfg: TrainConfig) -> Trainer:
-    "Create or resume the run folder of `cfg`; refuses a folder holding a different config."
-    trainer = Trainer(cfg)
-    trainer.run.mkdir(parents=True, exist_ok=True)
+# %% ../nbs/05_training.ipynb #c157
+def read_run_config(path: Path) -> dict:
+    "A run's saved `config.json` as a dict; an unreadable or foreign one raises naming the file."
+    try: saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f'{path}: not a readable config ({type(e).__name__}: {e})') from None
+    if not isinstance(saved, dict):
+        raise ArtifactError(f'{path}: not a training config (not a JSON object)')
+    if saved.get('game', 'pong') not in GAMES or saved.get('algo', 'a2c') not in ALGO_DEFAULTS:
+        raise ArtifactError(f'{path}: not a training config (unknown game or algorithm)')
+    return saved
+
+# %% ../nbs/05_training.ipynb #c160
+def missing_checkpoints(trainer: Trainer) -> list[Path]:
+    "The checkpoint files that the run's log records but that are not on disk."
+    steps = [row['global_step'] for row in trainer.rows if row['checkpoint']]
+    paths = [trainer.ckpt_dir/f'step_{step:09d}.safetensors' for step in steps]
+    return [p for p in paths if not p.exists()]
+
+# %% ../nbs/05_training.ipynb #c163
+TRAIN_WRITES = ('config.json', 'log.parquet', 'state.safetensors', 'checkpoints/*')   # globs
+
+# %% ../nbs/05_training.ipynb #c164
+def train_settings(cfg: TrainConfig) -> dict:
+    "What the manifest records as the settings of a run: its config less `RESUME_IGNORED`."
+    return {k: v for k, v in asdict(cfg).items() if k not in RESUME_IGNORED}
+
+# %% ../nbs/05_training.ipynb #c166
+def finished(run: Path) -> bool:
+    "Whether the manifest of `run` says its training finished (and no rerun is under way)."
+    if not (run/'manifest.json').exists(): return False
+    m = read_manifest(run)
+    record = m.get('commands', {}).get('train', {})
+    return m.get('complete') is True and not record.get('in_progress', False)
+
+# %% ../nbs/05_training.ipynb #c168
+def check_config_file(trainer: Trainer):
+    "Refuse a run folder whose `config.json` holds a different config (or is not a config)."
     cpath = trainer.run/'config.json'
-    if cpath.exists():
-        old = json.loads(cpath.read_text())
-        diff = config_differences(old, trainer.cfg)
-        if diff:
-            there = ', '.join(f'{k}: {old[k]!r} there' for k in diff)
-            raise ValueError(f'{trainer.run} holds a run with a different config ({there}); '
-                             'use another --run_dir or delete that folder')
-    else: write_json(cpath, asdict(trainer.cfg))
+    if not cpath.exists(): return
+    old = with_defaults(read_run_config(cpath))
+    diff = config_differences(old, trainer.cfg)
+    if diff:
+        there = ', '.join(f'{k}: {old[k]!r} there' for k in diff)
+        raise ValueError(f'{cpath}: holds a run with a different config ({there}); '
+                         'use another --run_dir or delete that folder')
+
+# %% ../nbs/05_training.ipynb #c169
+def open_run(cfg: TrainConfig) -> Trainer:
+    "Create or resume the run folder of `cfg`, verified against its manifest."
+    trainer = Trainer(cfg)
+    done = finished(trainer.run)
+    if done: verify_artifact(trainer.run)   # a finished run's files, config.json included, first
+    check_config_file(trainer)
+    if not done: begin_command(trainer.run, 'train', train_settings(trainer.cfg), TRAIN_WRITES,
+                               create=True)
+    cpath = trainer.run/'config.json'
+    if not cpath.exists(): write_json(cpath, asdict(trainer.cfg))
     if trainer.state_path.exists(): load_state(trainer)
+    missing = missing_checkpoints(trainer)
+    if missing:
+        raise ArtifactError(f'{missing[-1]}: checkpoint logged by the run but missing ('
+                            f'{len(missing)} missing); delete the run folder to start over')
     return trainer
 
-# %% ../nbs/05_training.ipynb #c156
+# %% ../nbs/05_training.ipynb #c172
 @dataclass
 class Clock:
     "The loop's timers: start time and step (for steps/s) and the last resume-state save."
@@ -695,7 +754,7 @@ class Clock:
     step0: int
     last_save: float
 
-# %% ../nbs/05_training.ipynb #c158
+# %% ../nbs/05_training.ipynb #c174
 def timed(trainer: Trainer, fn, *args):
     "Call `fn(*args)`, adding its duration to the trainer's training time."
     t = time.monotonic()
@@ -703,7 +762,7 @@ def timed(trainer: Trainer, fn, *args):
     trainer.elapsed += time.monotonic() - t
     return out
 
-# %% ../nbs/05_training.ipynb #c160
+# %% ../nbs/05_training.ipynb #c176
 def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
     "One update plus any checkpoint or resume state it calls for; the skill if it checkpointed."
     timed(trainer, lambda: (anneal_lr(trainer), step_fn(trainer)))
@@ -718,16 +777,19 @@ def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
         clock.last_save = time.monotonic()
     return None
 
-# %% ../nbs/05_training.ipynb #c163
-def finish(trainer: Trainer):
-    "Write the run's manifest (`complete` is False after a time or skill stop)."
-    cfg = asdict(trainer.cfg)
-    flags = [f'--{k} {v}' for k, v in cfg.items() if v is not None and k != 'progress']
-    write_manifest(trainer.run, command=' '.join(['atoms', 'train'] + flags), config=cfg,
-                   seed=trainer.cfg.seed, final_step=trainer.global_step,
-                   complete=bool(trainer.update >= trainer.total_updates))
+# %% ../nbs/05_training.ipynb #c180
+def train_command(cfg: TrainConfig) -> str:
+    "The `atoms train` command line that makes the run of `cfg`, quoted for the shell."
+    return command_line('atoms train', cfg)
 
-# %% ../nbs/05_training.ipynb #c166
+# %% ../nbs/05_training.ipynb #c182
+def finish(trainer: Trainer):
+    "Record in the run's manifest the files written, the command, and whether training completed."
+    end_command(trainer.run, 'train', train_command(trainer.cfg), config=asdict(trainer.cfg),
+                seed=trainer.cfg.seed, final_step=trainer.global_step,
+                complete=bool(trainer.update >= trainer.total_updates))
+
+# %% ../nbs/05_training.ipynb #c185
 def progress_bar(trainer: Trainer):
     "A tqdm bar over the run's agent steps (disabled with `progress=False`)."
     cfg = trainer.cfg
@@ -735,13 +797,12 @@ def progress_bar(trainer: Trainer):
                 disable=not cfg.progress, mininterval=2,
                 desc=f'{cfg.game} {cfg.algo} seed {cfg.seed}')
 
-# %% ../nbs/05_training.ipynb #c168
+# %% ../nbs/05_training.ipynb #c187
 def train(cfg: TrainConfig) -> Path:
     "Train (or resume) the run of `cfg`; returns its folder."
     trainer = open_run(cfg)
     cfg = trainer.cfg
-    if trainer.update >= trainer.total_updates and (trainer.run/'manifest.json').exists():
-        return trainer.run     # finished already: nothing to do
+    if finished(trainer.run): return trainer.run     # finished already: nothing to do
     step_fn = dqn_step if trainer.dqn else ac_step
     bar = progress_bar(trainer)
     clock = Clock(time.monotonic(), trainer.global_step, time.monotonic())

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from atoms.nets import NATURE, make_net
-from atoms.relevance import (checkpoint_atoms, synthetic_frames, zplus_forward, fast_neuron_relevance,
-                             fast_pixel_relevance, zennit_pixel_relevance, fused_inputs, relevant_indices)
+from atoms.relevance import (RELEVANCE_SEEDS, checkpoint_atoms, synthetic_frames, zplus_forward,
+                             fast_neuron_relevance, fast_pixel_relevance, zennit_pixel_relevance,
+                             fused_inputs, relevant_indices)
 
 
 def median_time(fn, repeats):
@@ -63,7 +64,8 @@ def main():
     p.add_argument('--checkpoints', type=int, default=100)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--seed', default='output', help="pass-1 seed: 'output' (the paper), 'softmax' or 'action'")
+    p.add_argument('--relevance_seed', default='output', choices=RELEVANCE_SEEDS,
+                   help="LRP pass-1 seed: 'output' (the paper's choice), 'softmax', 'action', 'above_mean'")
     p.add_argument('--batch', type=int, default=256, help='rows (frame x neuron pairs) per backward')
     p.add_argument('--zennit-frames', type=int, default=10, help='frames for the (slow) zennit comparison')
     a = p.parse_args()
@@ -72,14 +74,15 @@ def main():
     net = make_net('actor_critic', NATURE).eval()
     obs, labels, objects = synthetic_frames(a.frames)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} '
-          f'on {os.cpu_count()} cores; NATURE actor-critic (random init), {a.frames} frames, pass-1 seed {a.seed!r}')
+          f'on {os.cpu_count()} cores; NATURE actor-critic (random init), {a.frames} frames, pass-1 seed {a.relevance_seed!r}')
 
     records, out = zplus_forward(net, obs)
-    neurons = relevant_indices(fast_neuron_relevance(records, out, a.seed), 0.9)
+    neurons = relevant_indices(fast_neuron_relevance(records, out, a.relevance_seed), 0.9)
     n_pairs = int((neurons >= 0).sum())
     print(f'|S(x)|: mean {n_pairs / a.frames:.1f}, max {neurons.shape[1]} of {net.cfg.hidden} F_c neurons -> {n_pairs} frame·neuron pairs')
 
-    t_ckpt = median_time(lambda: checkpoint_atoms(net, obs, labels, objects, step=0, seed=a.seed, batch=a.batch), a.repeats)
+    t_ckpt = median_time(lambda: checkpoint_atoms(
+        net, obs, labels, objects, step=0, relevance_seed=a.relevance_seed, batch=a.batch), a.repeats)
     sweep = t_ckpt * a.checkpoints
     print(f'one checkpoint (two-pass LRP + all ATOMs): {t_ckpt:.2f} s -> {a.checkpoints} checkpoints: '
           f'{sweep / 60:.1f} min (goal <= 5 min: {"met" if sweep <= 300 else "NOT met"})')

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from atoms.attention import (combinatorial_attention, hierarchical_attention, object_attention, relevance_share,
-                             relevant_neurons, atoms_table, label_index, Metric, METRICS, subset_name)
+                             relevant_neurons, atoms_table, label_index, Metric, METRICS, subset_name,
+                             skipped_frames, combine_maps)
 
 
 # ---------------------------------------------------------------- reference implementations (plain loops)
@@ -147,6 +148,58 @@ def test_ball_gets_everything_and_area_fractions():
     np.testing.assert_allclose(share['agent_paddle'], 24 * 4 / np.prod(S)); np.testing.assert_allclose(share['ball'], 16 / np.prod(S))
 
 
+def ref_share(maps, labels, objects, mode='pos', per_pixel=False):
+    "The relevance share by a loop over frames: frames without relevance skipped, absent objects NaN."
+    out = {}
+    for g, lab in objects.items():
+        vals = []
+        for x in range(len(maps)):
+            r = np.clip(maps[x], 0, None) if mode == 'pos' else np.abs(maps[x])
+            area = (labels[x] == lab).sum()
+            if area == 0: vals = [np.nan]; break
+            if r.sum() == 0: continue
+            vals.append(r[labels[x] == lab].sum() / r.sum() / (area if per_pixel else 1))
+        out[g] = float(np.mean(vals)) if vals else np.nan
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n_empty=st.integers(0, 4), mode=st.sampled_from(['pos', 'abs']),
+       per_pixel=st.booleans())
+def test_share_skips_frames_without_relevance(seed, n_empty, mode, per_pixel):
+    "Shares equal the loop's, skipping (and counting) frames with no relevance to share."
+    nr, pr, labels, objects = random_case(seed, 4, 3, (2, 5, 5), 2, 0.3)
+    nr[:n_empty] = 0                                                  # these frames: S is empty
+    maps = combine_maps(nr, pr)
+    got = relevance_share(maps, labels, objects, mode, per_pixel)
+    want = ref_share(maps, labels, objects, mode, per_pixel)
+    for g in objects: np.testing.assert_allclose(got[g], want[g], rtol=1e-6, equal_nan=True)
+    assert skipped_frames(maps, mode) == sum(not np.any(m != 0) for m in maps) >= n_empty
+    assert all(np.isnan(v) for v in got.values()) == (n_empty == 4 or any(np.isnan(v) for v in want.values()))
+
+
+def test_one_empty_frame_does_not_turn_the_checkpoint_into_nan():
+    "All-negative, empty and tied frames: shares skip and count them; h counts an empty S as zero attention."
+    X, S = 4, (1, 4, 4)
+    labels = np.zeros((X, *S), np.int64); labels[:, 0, 0, :2] = 1; labels[:, 0, 3, 2:] = 2
+    objects = {'a': 1, 'b': 2}
+    maps = np.ones((X, *S))
+    maps[1] = -1.                                                     # no positive relevance
+    maps[2] = 0.                                                      # no relevance at all
+    assert (skipped_frames(maps, 'pos'), skipped_frames(maps, 'abs')) == (2, 1)
+    for mode, kept in (('pos', [0, 3]), ('abs', [0, 1, 3])):
+        got = relevance_share(maps, labels, objects, mode)
+        assert got == relevance_share(maps[kept], labels[kept], objects, mode)
+        np.testing.assert_allclose(got['a'], 2 / 16)                      # uniform frames: the area fraction
+    nr = np.ones((X, 2)); nr[1:3] = 0                                  # frames 1 and 2: S empty
+    pr = np.repeat(np.ones((X, 1, *S)), 2, 1) / 16
+    t = atoms_table(nr, pr, labels, objects, step=0, method='example').set_index(['metric', 'object']).value
+    assert t[Metric.SHARE_POS_SKIPPED].tolist() == [2, 2] and t[Metric.SHARE_ABS_SKIPPED].tolist() == [2, 2]
+    assert t[Metric.SHARE_POS].notna().all() and t[Metric.HIERARCHICAL].notna().all()
+    kept = relevance_share(combine_maps(nr, pr)[[0, 3]], labels[[0, 3]], objects)
+    np.testing.assert_allclose(t[Metric.SHARE_POS][list(objects)].to_numpy(), list(kept.values()), rtol=1e-12)
+
+
 def test_bad_input():
     nr, pr, labels, objects = random_case(0, 2, 3, (2, 4, 4), 2, 0.0)
     with pytest.raises(ValueError, match='labels shape'): hierarchical_attention(nr, pr, labels[:, :1], objects)
@@ -167,7 +220,8 @@ def test_atoms_table_schema():
     assert subset_name(('obj1', 'obj2', 'obj3')) in set(t.object)
     np.testing.assert_allclose(t[t.metric == Metric.HIERARCHICAL_NORM].value.sum(), 1.0)
     assert tuple(t.metric.unique()) == METRICS[:3] + (Metric.SHARE_POS, Metric.SHARE_POS_PER_PX,
-                                                      Metric.SHARE_ABS, Metric.SHARE_ABS_PER_PX)
+                                                      Metric.SHARE_ABS, Metric.SHARE_ABS_PER_PX,
+                                                      Metric.SHARE_POS_SKIPPED, Metric.SHARE_ABS_SKIPPED)
 
 
 def test_metric_names_cover_the_committed_tables():

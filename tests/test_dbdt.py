@@ -1,10 +1,12 @@
 "DBDT: oracle and random agents, bad scene specs, reproducibility, interception geometry, CIs, the `atoms dbdt` command."
-import numpy as np, pandas as pd, pytest, torch
+import hashlib, json, shlex
+from dataclasses import asdict
+import numpy as np, pandas as pd, pytest, torch, tyro
 from scipy.stats import binomtest, norm, pearsonr
 from atoms.policies import save_checkpoint
 from atoms.training import TrainConfig, net_config
-from atoms.core import artifacts_dir, load_table, verify_artifact
-from atoms.dbdt import DBDTConfig, bounce_height, dbdt
+from atoms.core import artifacts_dir, load_table, read_manifest, sha256, verify_artifact, write_json, write_manifest
+from atoms.dbdt import DBDTConfig, DBDT_FILES, bounce_height, dbdt, dbdt_command
 from atoms.dbdt import (SceneSpec, cross_ticks, attention_behaviour, attention_logit, logistic_fit, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
                         oracle_agent, random_agent, run_trials, start_scenes, summarise, wilson, TWO_BALL_GAMES)
 from atoms.games import GameConfig, PongVectorEnv
@@ -208,7 +210,24 @@ def _run_folder(tmp_path, **cfg):
     run = tmp_path/'pong-2balls-target__a2c__1'
     for step in (0, 4000):
         save_checkpoint(net, run/'checkpoints'/f'step_{step:09d}.safetensors', step, tc)
+    write_json(run/'config.json', asdict(tc))
+    write_manifest(run, command='a stand-in for atoms train', config=asdict(tc))
     return run
+
+
+def folder_hashes(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def cli_error(capsys, argv, monkeypatch=None):
+    "Run `atoms` in-process expecting a clean error: (exit code, stderr lines); the test must not run."
+    from atoms.cli import main
+    if monkeypatch is not None:
+        def no_play(*a, **k): raise AssertionError('the test ran before the error was found')
+        monkeypatch.setattr('atoms.dbdt.game_results', no_play)
+    with pytest.raises(SystemExit) as e: main(argv)
+    return e.value.code, capsys.readouterr().err.strip().splitlines()
 
 
 def test_cli_writes_tables_and_manifest(tmp_path, capsys):
@@ -263,6 +282,108 @@ def test_cli_corrupt_checkpoint(tmp_path, capsys):
     (run/'checkpoints'/'step_000004000.safetensors').write_bytes(b'not a checkpoint')
     with pytest.raises(SystemExit) as e: main(['dbdt', str(run), '--no-progress'])
     assert e.value.code == 2 and 'step_000004000.safetensors' in capsys.readouterr().err
+
+
+# --- hardening: what it reads is verified first, nothing written on an error ------------------------------
+
+def flip_byte(path, at=-100):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('damage', ['flip', 'truncate', 'delete_manifest', 'config'])
+def test_verifies_the_run_before_it_plays(tmp_path, capsys, monkeypatch, damage):
+    run = _run_folder(tmp_path)
+    ckpt = run/'checkpoints'/'step_000004000.safetensors'
+    named = {'flip': ckpt, 'truncate': ckpt, 'delete_manifest': run/'manifest.json', 'config': run/'config.json'}[damage]
+    if damage == 'flip': flip_byte(ckpt)
+    elif damage == 'truncate': ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    elif damage == 'delete_manifest': (run/'manifest.json').unlink()
+    else: (run/'config.json').write_text(json.dumps({**json.loads((run/'config.json').read_text()), 'game': 'pong'}))
+    before = folder_hashes(tmp_path)
+    code, err = cli_error(capsys, ['dbdt', str(run), '--no-progress', '--trials', '4'], monkeypatch)
+    assert code != 0 and len(err) == 1 and str(named) in err[0], err
+    assert folder_hashes(tmp_path) == before
+
+
+def test_another_runs_checkpoint_is_refused_even_with_a_forged_manifest(tmp_path, capsys, monkeypatch):
+    run = _run_folder(tmp_path)
+    tc = TrainConfig(game='pong')
+    torch.manual_seed(1)
+    net = make_net('actor_critic', net_config(tc))
+    ckpt = run/'checkpoints'/'step_000004000.safetensors'
+    save_checkpoint(net, ckpt, 4000, tc)                                 # a pong agent renamed into the run
+    m = read_manifest(run)
+    m['files']['checkpoints/step_000004000.safetensors'] = sha256(ckpt)
+    write_json(run/'manifest.json', m)                                   # and its hash forged
+    before = folder_hashes(tmp_path)
+    code, err = cli_error(capsys, ['dbdt', str(run), '--no-progress'], monkeypatch)
+    assert code != 0 and len(err) == 1 and 'step_000004000.safetensors' in err[0] and 'not of this run' in err[0], err
+    assert folder_hashes(tmp_path) == before
+
+
+def test_stray_final_checkpoint_is_an_error_naming_it(tmp_path, capsys, monkeypatch):
+    run = _run_folder(tmp_path)
+    (run/'checkpoints'/'step_final.safetensors').write_bytes((run/'checkpoints'/'step_000004000.safetensors').read_bytes())
+    before = folder_hashes(tmp_path)
+    for which in ('last', 'first', '4000'):
+        code, err = cli_error(capsys, ['dbdt', str(run), '--no-progress', '--checkpoint', which], monkeypatch)
+        assert code != 0 and len(err) == 1 and 'step_final.safetensors' in err[0], err
+    assert folder_hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize('where', ['file', 'under_a_file', 'run', 'parent', 'foreign'])
+def test_bad_out_fails_before_the_test_runs(tmp_path, capsys, monkeypatch, where):
+    run = _run_folder(tmp_path)
+    (tmp_path/'notes.txt').write_text('mine')
+    (tmp_path/'es').mkdir()
+    write_manifest(tmp_path/'es', command='atoms evalset --game pong')
+    out = {'file': tmp_path/'notes.txt', 'under_a_file': tmp_path/'notes.txt'/'dbdt', 'run': run,
+           'parent': tmp_path, 'foreign': tmp_path/'es'}[where]
+    before = folder_hashes(tmp_path)
+    code, err = cli_error(capsys, ['dbdt', str(run), '--no-progress', '--out', str(out)], monkeypatch)
+    assert code != 0 and len(err) == 1 and str(out) in err[0], err
+    assert folder_hashes(tmp_path) == before
+
+
+def test_recorded_command_reruns_as_printed(tmp_path):
+    from atoms.cli import main
+    run = _run_folder(tmp_path)
+    cfg = DBDTConfig(str(run), trials=6, num_envs=4, progress=False, attention=False, games=('pong-2balls',),
+                     out=str(tmp_path/'a b'))
+    out = dbdt(cfg)
+    command = read_manifest(out)['command']
+    assert command == dbdt_command(cfg)
+    assert tyro.cli(DBDTConfig, args=shlex.split(command)[2:]) == cfg
+    first = load_table(out/'dbdt.parquet')
+    main(shlex.split(command)[1:])                                       # re-run exactly as printed
+    pd.testing.assert_frame_equal(load_table(out/'dbdt.parquet'), first)
+
+
+def test_manifest_lists_only_what_dbdt_wrote(tmp_path):
+    run = _run_folder(tmp_path)
+    run_manifest = (run/'manifest.json').read_bytes()
+    cfg = DBDTConfig(str(run), trials=6, num_envs=4, progress=False, games=('pong-2balls',))
+    out = dbdt(cfg)
+    (out/'notes.txt').write_text('a reader\'s notes')
+    dbdt(cfg)                                                            # same settings: rerun allowed
+    m = verify_artifact(out)
+    assert sorted(m['files']) == sorted(DBDT_FILES) and not m['commands']['dbdt']['in_progress']
+    assert (run/'manifest.json').read_bytes() == run_manifest           # the run's own manifest untouched
+    out2 = dbdt(DBDTConfig(str(run), trials=6, num_envs=4, progress=False, games=('pong-2balls',),
+                           attention=False, out=str(tmp_path/'b')))
+    assert sorted(verify_artifact(out2)['files']) == ['dbdt.parquet', 'dbdt_summary.parquet']
+
+
+def test_rerun_with_other_settings_is_refused_not_mixed(tmp_path, capsys):
+    run = _run_folder(tmp_path)
+    dbdt(DBDTConfig(str(run), trials=6, num_envs=4, progress=False, attention=False, games=('pong-2balls',)))
+    before = folder_hashes(tmp_path)
+    code, err = cli_error(capsys, ['dbdt', str(run), '--no-progress', '--no-attention', '--trials', '7',
+                                   '--games', 'pong-2balls'])
+    assert code != 0 and len(err) == 1 and 'other settings' in err[0] and 'trials: 6 -> 7' in err[0], err
+    assert folder_hashes(tmp_path) == before
 
 
 # --- the committed results ------------------------------------------------------------------------------------

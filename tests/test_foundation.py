@@ -1,5 +1,5 @@
 """Foundation: the environment, artifact bad input, repository layout, and the offline book."""
-import importlib.util, json, os, shutil, subprocess, sys
+import importlib.util, json, os, shutil, signal, subprocess, sys
 from pathlib import Path
 
 import pandas as pd
@@ -7,8 +7,9 @@ import pytest
 import torch
 import yaml
 
-from atoms.core import (ArtifactError, artifacts_dir, load_artifact, read_manifest, repo_root, save_table,
-                        save_weights, verify_artifact, write_manifest)
+from atoms.core import (ArtifactError, artifacts_dir, begin_command, clean_tmp, end_command, load_artifact,
+                        load_weights, read_manifest, save_table, save_weights, sha256,
+                        verify_artifact, write_manifest, write_text)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -141,6 +142,77 @@ def test_demo_artifact_is_what_its_command_makes(tmp_path):
     assert read_manifest(artifacts_dir()/'demo')['command'] == 'python tools/make_demo_artifact.py'
     _tool('make_demo_artifact').main(tmp_path)
     pd.testing.assert_frame_equal(load_artifact(tmp_path, 'net_params.parquet'), committed)
+
+
+# ---------------------------------------------------------------- hardening: writes, weights, commands
+
+SAVE_WEIGHTS = """
+import sys, torch
+from atoms.core import save_weights
+meta = {k: {'i': i, 'name': k} for i, k in enumerate('step config net kind game algo seed run'.split())}
+save_weights({'b': torch.ones(3), 'a': torch.arange(4.)}, sys.argv[1], meta)
+"""
+
+
+def test_save_weights_bytes_are_the_same_in_any_process(tmp_path):
+    "Same tensors and metadata written by two processes into two folders: the same sha256."
+    paths = [tmp_path/'one'/'w.safetensors', tmp_path/'two'/'w.safetensors']
+    for p in paths: subprocess.run([sys.executable, '-c', SAVE_WEIGHTS, str(p)], check=True)
+    assert sha256(paths[0]) == sha256(paths[1])
+    assert load_weights(paths[0])[1]['config'] == {'i': 1, 'name': 'config'}
+
+
+def test_load_weights_reads_the_committed_per_key_metadata():
+    ckpt = sorted((artifacts_dir()/'runs'/'pong__a2c__1'/'checkpoints').glob('*.safetensors'))[0]
+    tensors, meta = load_weights(ckpt)
+    assert meta['config']['game'] == 'pong' and meta['step'] == 0 and meta['net']['frames'] == 4
+
+
+WRITE_THREE = """
+import sys
+from pathlib import Path
+from atoms.core import write_text
+for i in range(3): write_text(Path(sys.argv[1])/f'f{i}.txt', str(i))
+"""
+
+
+def test_kill_at_write_hook_kills_just_before_the_nth_rename(tmp_path):
+    env = {**os.environ, 'ATOMS_KILL_AT_WRITE': '2'}
+    r = subprocess.run([sys.executable, '-c', WRITE_THREE, str(tmp_path)], env=env)
+    assert r.returncode == -signal.SIGKILL
+    assert (tmp_path/'f0.txt').read_text() == '0'
+    assert not (tmp_path/'f1.txt').exists() and not (tmp_path/'f2.txt').exists()
+    [leftover] = tmp_path.glob('.f1.txt.*.tmp')              # complete, but never renamed
+    assert clean_tmp(tmp_path) == [leftover] and not leftover.exists()
+
+
+def test_artifacts_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        write_text(tmp_path/'a.txt', 'x')
+        save_table(pd.DataFrame({'a': [1]}), tmp_path/'t.parquet')
+        save_weights({'w': torch.ones(1)}, tmp_path/'w.safetensors')
+    finally: os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == \
+        {'a.txt': 0o640, 't.parquet': 0o640, 'w.safetensors': 0o640}
+
+
+def test_end_command_lists_only_what_the_command_wrote(artifact):
+    begin_command(artifact, 'analyse', {'n': 1}, ['atoms.parquet'])
+    save_table(pd.DataFrame({'a': [1]}), artifact/'atoms.parquet')
+    (artifact/'notes.txt').write_text('written by someone else meanwhile')
+    m = end_command(artifact, 'analyse', command='atoms analyse art')
+    assert sorted(m['files']) == ['atoms.parquet', 't.parquet', 'w.safetensors']
+    assert m['history'][0]['command'] == 'pytest fixture' and m['config'] == {'x': 1}
+    verify_artifact(artifact)
+
+
+def test_begin_command_refuses_a_changed_file_before_writing(artifact):
+    (artifact/'t.parquet').write_bytes((artifact/'t.parquet').read_bytes()[:-3])
+    before = _snapshot(artifact)
+    with pytest.raises(ArtifactError, match=r't\.parquet: sha256 does not match the manifest'):
+        begin_command(artifact, 'analyse', {'n': 1}, ['atoms.parquet'])
+    assert _snapshot(artifact) == before
 
 
 # ---------------------------------------------------------------- notebooks and package

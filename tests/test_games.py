@@ -241,12 +241,35 @@ def test_check_env(game):
     (dict(ball_vx=0.), 'GameConfig.ball_vx must be > 0'),
     (dict(ball_size=30), 'ball_size'),
     (dict(grey_ball=300), 'GameConfig.grey_*'),
-    (dict(game='pong-2balls-target', grey_distractor=236), 'distinct grey values')])
+    (dict(game='pong-2balls-target', grey_distractor=236), 'distinct grey values'),
+    (dict(bounce_vy=200.), 'GameConfig.bounce_vy must be <= size - ball_size = 82'),
+    (dict(serve_vy=100., size=40), 'GameConfig.serve_vy must be <= size - ball_size = 38'),
+    (dict(serve_vy=float('nan')), 'GameConfig.serve_vy must be a finite number'),
+    (dict(bounce_vy=float('inf')), 'GameConfig.bounce_vy must be a finite number'),
+    (dict(ball_vx=float('nan')), 'GameConfig.ball_vx must be a finite number'),
+    (dict(agent_speed=float('nan')), 'GameConfig.agent_speed must be a finite number'),
+    (dict(opponent_speed=float('inf')), 'GameConfig.opponent_speed must be a finite number'),
+    (dict(hit_reward=float('nan')), 'GameConfig.hit_reward must be a finite number'),
+    (dict(size=84.5), 'GameConfig.size must be an integer')])
 def test_bad_config(kw, msg):
     with pytest.raises(ValueError) as err: GameConfig(**kw)
     assert msg in str(err.value)
     with pytest.raises(ValueError) as err: PongVectorEnv(2, **kw)
     assert msg in str(err.value)
+
+
+@pytest.mark.parametrize('game', GAMES)
+def test_fastest_vertical_speed_keeps_balls_in_the_field(game):
+    "At the bound |vy| = size - ball_size, every ball stays in the field through bounces and serves."
+    size, bs = 24, 2
+    env = PongVectorEnv(64, game, size=size, ball_size=bs, paddle_h=4, bounce_vy=size - bs,
+                        serve_vy=size - bs, max_steps=50)
+    env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        env.step(rng.integers(0, 3, 64))
+        y = env.engine.ball_y
+        assert np.isfinite(y).all() and (y >= 0).all() and (y <= size - bs).all()
 
 
 def test_bad_actions_and_sizes():

@@ -1,6 +1,8 @@
 "Phases: change points found on synthetic trajectories, none on flat ones, rises, bad input."
 
 import numpy as np, pandas as pd, pytest
+from atoms.attention import Metric
+from atoms.relevance import Method
 from atoms.phases import (
     SCORE,
     CostTrend,
@@ -26,7 +28,7 @@ LEVELS3 = {
 }
 
 
-def tidy(traj, metric='hierarchical_norm', method='lrp_two_pass'):
+def tidy(traj, metric=Metric.HIERARCHICAL_NORM, method=Method.LRP_TWO_PASS):
     "ATOM table and log made from a trajectory."
     at = (
         traj.drop(columns=SCORE)
@@ -50,10 +52,10 @@ def first_after(steps, breaks):
 def test_trajectory_roundtrip_and_other_rows_ignored():
     syn = synthetic_trajectory(seed=3)
     at, lg = tidy(syn)
-    other = tidy(syn, metric='combinatorial', method='gradient')[0]
+    other = tidy(syn, metric=Metric.COMBINATORIAL, method=Method.GRADIENT_TWO_PASS)[0]
     tr = trajectory(pd.concat([at, other]), lg)
     np.testing.assert_allclose(tr[syn.columns].to_numpy(), syn.to_numpy())
-    assert tr.attrs['metric'] == 'hierarchical_norm'
+    assert tr.attrs['metric'] == Metric.HIERARCHICAL_NORM
 
 
 def test_trajectory_score_from_nearest_log_row():
@@ -68,8 +70,8 @@ def test_trajectory_score_from_nearest_log_row():
 @pytest.mark.parametrize(
     'kw, msg',
     [
-        (dict(metric='share_pos'), "unknown metric 'share_pos'"),
-        (dict(method='occlusion'), "unknown method 'occlusion'"),
+        (dict(metric=Metric.SHARE_POS), f"unknown metric '{Metric.SHARE_POS}'"),
+        (dict(method=Method.OCCLUSION_TWO_PASS), f"unknown method '{Method.OCCLUSION_TWO_PASS}'"),
         (dict(objects=['ball', 'ghost']), "['ghost'] not in"),
     ],
 )
