@@ -22,7 +22,7 @@ from .core import (ArtifactError, artifacts_dir, begin_command, command_line, en
 from .evalset import load_eval_set
 from .policies import load_checkpoint
 from .attention import combine_maps
-from .relevance import checkpoint_atoms, explain, METHODS
+from .relevance import MODES, Method, checkpoint_atoms, explain, METHODS
 
 # %% auto #0
 __all__ = ['ANALYSE_MINIMA', 'ATOM_COLUMNS', 'ANALYSE_WRITES', 'RUN_FILES', 'PACKAGED_FILES', 'AnalyseConfig', 'split_method',
@@ -38,7 +38,7 @@ class AnalyseConfig:
     "Compute ATOMs for every checkpoint of a run on its game's evaluation set (resumable)."
     run: tyro.conf.Positional[str]  # run folder (runs/{game}__{algo}__{seed} or artifacts/runs/...)
     # method_mode pairs: lrp, gradient, gradxinput, smoothgrad, occlusion × two_pass, action
-    methods: tuple[str, ...] = ('lrp_two_pass', 'lrp_action')
+    methods: tuple[str, ...] = (Method.LRP_TWO_PASS, Method.LRP_ACTION)
     eval_dir: str | None = None  # evaluation-set folder (default artifacts/eval/{game})
     n_frames: int | None = None  # use only the first n frames of the set
     every: int = 1  # analyse every k-th checkpoint (the first and last always)
@@ -50,7 +50,7 @@ class AnalyseConfig:
 # %% ../nbs/08_analysis.ipynb #c009
 def split_method(m: str) -> tuple[str, str]:
     "'lrp_two_pass' → ('lrp', 'two_pass')."
-    for mode in ('two_pass', 'action'):
+    for mode in MODES:
         if m.endswith('_' + mode):
             return m[:-len(mode) - 1], mode
     raise ValueError(f"method {m!r} must end in '_two_pass' or '_action' (e.g. 'lrp_two_pass')")
@@ -222,7 +222,7 @@ def start_analysis(cfg: AnalyseConfig) -> tuple[list, list, dict, dict]:
     check_listed_checkpoints(run, ckpts)
     check_legacy_settings(run, analyse_settings(cfg))
     _, meta = load_checkpoint(ckpts[0][1])
-    evalset = eval_inputs(meta, cfg.eval_dir, cfg.n_frames)   # a bad set is refused before any write
+    evalset = eval_inputs(meta, cfg.eval_dir, cfg.n_frames)   # refuse a bad set before any write
     begin_command(run, 'analyse', analyse_settings(cfg), ANALYSE_WRITES)
     return methods, ckpts, meta, evalset
 

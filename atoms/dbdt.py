@@ -16,6 +16,7 @@ from .core import (ArtifactError, begin_command, command_line, end_command, read
 from .games import GAMES, GameConfig, PongVectorEnv
 from .analysis import checkpoint_step
 from .policies import greedy, load_checkpoint, random_policy
+from .attention import Metric
 from .relevance import checkpoint_atoms
 
 # %% auto #0
@@ -413,7 +414,7 @@ def trial_attention(net,  # the agent's network
                     labels: np.ndarray,  # their label stacks (same shape)
                     objects: dict,  # object name -> label id (`scene_objects` of the scene game)
                     method: str = 'lrp',  # relevance method (see `atoms.relevance.explain`)
-                    metrics=('hierarchical_norm', 'share_pos'),  # ATOM metrics to keep
+                    metrics=(Metric.HIERARCHICAL_NORM, Metric.SHARE_POS),  # ATOMs to keep
                     progress: bool = False, **kw) -> pd.DataFrame:
     "Per trial, each metric on ball A and ball B (`{metric}_a`, `{metric}_b`) from its first stack."
     balls = [name for name, label in objects.items() if label in (3, 4)]
@@ -448,8 +449,8 @@ def bootstrap_correlation(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed
     return lo, hi
 
 # %% ../nbs/10_dbdt.ipynb #c111
-def attention_behaviour(df: pd.DataFrame, metric: str = 'hierarchical_norm', n_boot: int = 2000,
-                        seed: int = 0, level: float = 0.95) -> dict:
+def attention_behaviour(df: pd.DataFrame, metric: str = Metric.HIERARCHICAL_NORM,
+                        n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     "Point-biserial correlation (bootstrap CI, p-value) of A-minus-B attention with following A."
     for col in (f'{metric}_a', f'{metric}_b', 'followed'):
         if col not in df.columns:
@@ -500,7 +501,7 @@ def logit_design(trials: pd.DataFrame, diff: np.ndarray, controls) -> np.ndarray
     return np.column_stack([np.ones(len(trials)), (diff - diff.mean()) / diff.std()] + centred)
 
 # %% ../nbs/10_dbdt.ipynb #c122
-def attention_logit(df: pd.DataFrame, metric: str = 'hierarchical_norm',
+def attention_logit(df: pd.DataFrame, metric: str = Metric.HIERARCHICAL_NORM,
                     controls=('first', 'upper', 'nearest'), z: float = 1.96) -> dict:
     "Logistic regression of following ball A on the attention difference, with `controls`."
     need = [f'{metric}_a', f'{metric}_b', 'followed', *controls]
@@ -668,7 +669,7 @@ def attention_rows(df: pd.DataFrame, game: str, info: dict, seed: int) -> list[d
     def logit(m): return {f'logit_{k}': v for k, v in attention_logit(df, m).items()
                           if k not in ('metric', 'n')}
     return [dict(game=game, **info, **attention_behaviour(df, m, seed=seed), **logit(m))
-            for m in ('hierarchical_norm', 'share_pos')]
+            for m in (Metric.HIERARCHICAL_NORM, Metric.SHARE_POS)]
 
 # %% ../nbs/10_dbdt.ipynb #c162
 def game_results(net, cfg: DBDTConfig, game: str, play: dict, info: dict
