@@ -29,8 +29,9 @@ __all__ = ['ANALYSE_MINIMA', 'ATOM_COLUMNS', 'ANALYSE_WRITES', 'RUN_FILES', 'PAC
            'parse_methods', 'check_analyse_config', 'checkpoint_step', 'checkpoints_of', 'spread_indices',
            'steps_to_analyse', 'eval_inputs', 'checkpoint_maps', 'analyse_checkpoint', 'load_atoms_table', 'load_maps',
            'pending_checkpoints', 'save_progress', 'analyse_command', 'analyse_settings', 'check_legacy_settings',
-           'check_listed_checkpoints', 'start_analysis', 'analyse', 'PackageConfig', 'check_packable', 'package_dest',
-           'check_replaceable', 'copy_run', 'package_manifest', 'swap_in', 'clean_stale_packages', 'package_run']
+           'check_listed_checkpoints', 'check_maps_present', 'start_analysis', 'analyse', 'PackageConfig',
+           'check_packable', 'package_dest', 'check_replaceable', 'copy_run', 'package_manifest', 'swap_in',
+           'clean_stale_packages', 'package_run']
 
 # %% ../nbs/08_analysis.ipynb #c007
 @dataclass
@@ -214,19 +215,29 @@ def check_listed_checkpoints(run: Path, ckpts: list):
             raise ArtifactError(f'{path}: not listed in {run/"manifest.json"} (no finished '
                                 'command wrote it); move it out of the run to analyse the rest')
 
-# %% ../nbs/08_analysis.ipynb #c053
+# %% ../nbs/08_analysis.ipynb #c054
+def check_maps_present(run: Path):
+    "Refuse a run whose table is there but whose listed relevance maps are not."
+    path = run/'maps.safetensors'
+    lost = 'maps.safetensors' in read_manifest(run)['files'] and not path.exists()
+    if lost and (run/'atoms.parquet').exists():   # both gone: the analysis starts over
+        raise ArtifactError(f'{path}: listed in {run/"manifest.json"} but missing; restore it, '
+                            'or delete atoms.parquet as well to analyse the run again')
+
+# %% ../nbs/08_analysis.ipynb #c056
 def start_analysis(cfg: AnalyseConfig) -> tuple[list, list, dict, dict]:
     "Check `cfg`, the run and its evaluation set, then record the analysis as in progress."
     methods, run = check_analyse_config(cfg), Path(cfg.run)
     ckpts = checkpoints_of(run)
     check_listed_checkpoints(run, ckpts)
+    check_maps_present(run)
     check_legacy_settings(run, analyse_settings(cfg))
     _, meta = load_checkpoint(ckpts[0][1])
     evalset = eval_inputs(meta, cfg.eval_dir, cfg.n_frames)   # refuse a bad set before any write
     begin_command(run, 'analyse', analyse_settings(cfg), ANALYSE_WRITES)
     return methods, ckpts, meta, evalset
 
-# %% ../nbs/08_analysis.ipynb #c054
+# %% ../nbs/08_analysis.ipynb #c057
 def analyse(cfg: AnalyseConfig) -> Path:
     "Sweep the checkpoints of `cfg.run`; returns the path of its `atoms.parquet`."
     (methods, ckpts, meta, evalset), run = start_analysis(cfg), Path(cfg.run)
@@ -245,7 +256,7 @@ def analyse(cfg: AnalyseConfig) -> Path:
                 config={**meta['config'], 'analyse': asdict(cfg)})
     return run/'atoms.parquet'
 
-# %% ../nbs/08_analysis.ipynb #c058
+# %% ../nbs/08_analysis.ipynb #c061
 @dataclass
 class PackageConfig:
     "Copy the small, book-relevant part of a run into artifacts/runs/ (with a manifest)."
@@ -253,7 +264,7 @@ class PackageConfig:
     checkpoints: int = 8  # checkpoints to keep, spread over training (first and last included)
     out: str | None = None  # destination (default artifacts/runs/{run name})
 
-# %% ../nbs/08_analysis.ipynb #c061
+# %% ../nbs/08_analysis.ipynb #c064
 RUN_FILES = ('log.parquet', 'config.json', 'atoms.parquet')   # a packaged run must have these
 PACKAGED_FILES = (*RUN_FILES, 'maps.safetensors')             # copied when present
 
@@ -269,7 +280,7 @@ def check_packable(run: Path) -> dict:
                             f'interrupted; finish it (run it again) before packaging')
     return m
 
-# %% ../nbs/08_analysis.ipynb #c064
+# %% ../nbs/08_analysis.ipynb #c067
 def package_dest(cfg: PackageConfig) -> Path:
     "The destination of `cfg` (resolved), refusing the run itself, a folder inside it or above it."
     run = Path(cfg.run).resolve()
@@ -279,7 +290,7 @@ def package_dest(cfg: PackageConfig) -> Path:
                          'choose a folder of its own (packaging must not overwrite what it reads)')
     return dest
 
-# %% ../nbs/08_analysis.ipynb #c066
+# %% ../nbs/08_analysis.ipynb #c069
 def check_replaceable(dest: Path, run: Path):
     "Refuse a non-empty `dest` unless it is a previous package of `run` (same name and config)."
     if dest.exists() and not dest.is_dir(): raise ArtifactError(f'{dest}: a file, not a folder')
@@ -292,7 +303,7 @@ def check_replaceable(dest: Path, run: Path):
         raise ArtifactError(f'{dest}: not empty and not a previous package of {run}; '
                             'choose a new or empty --out')
 
-# %% ../nbs/08_analysis.ipynb #c068
+# %% ../nbs/08_analysis.ipynb #c071
 def copy_run(run: Path, dest: Path, checkpoints: list[Path], listed: dict):
     "Copy into the new folder `dest` the packaged files of `run` that `listed` (its manifest) has."
     (dest/'checkpoints').mkdir(parents=True)
@@ -302,7 +313,7 @@ def copy_run(run: Path, dest: Path, checkpoints: list[Path], listed: dict):
     for p in checkpoints:
         shutil.copy2(verify_file(run, f'checkpoints/{p.name}', listed), dest/'checkpoints'/p.name)
 
-# %% ../nbs/08_analysis.ipynb #c071
+# %% ../nbs/08_analysis.ipynb #c074
 def package_manifest(cfg: PackageConfig,  # the packaging command
                      dest: Path,            # the packaged run
                      source: dict,          # manifest of the source run
@@ -318,7 +329,7 @@ def package_manifest(cfg: PackageConfig,  # the packaging command
                    source_commands=commands, source_git_revision=source.get('git_revision'),
                    checkpoint_steps=steps, commands=source.get('commands', {}))
 
-# %% ../nbs/08_analysis.ipynb #c072
+# %% ../nbs/08_analysis.ipynb #c075
 def swap_in(new: Path, dest: Path):
     "Put the complete folder `new` at `dest`; a previous `dest` is deleted only after."
     old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.old.', suffix='.tmp'))
@@ -326,13 +337,13 @@ def swap_in(new: Path, dest: Path):
     os.replace(new, dest)
     shutil.rmtree(old)
 
-# %% ../nbs/08_analysis.ipynb #c074
+# %% ../nbs/08_analysis.ipynb #c077
 def clean_stale_packages(dest: Path):
     "Delete the temporary folders an interrupted packaging left beside `dest`."
     for p in dest.parent.glob(f'.{dest.name}.*.tmp'):
         if p.is_dir(): shutil.rmtree(p)
 
-# %% ../nbs/08_analysis.ipynb #c076
+# %% ../nbs/08_analysis.ipynb #c079
 def package_run(cfg: PackageConfig) -> Path:
     "Package `cfg.run` into the artifacts folder; returns the destination."
     run, dest = Path(cfg.run), package_dest(cfg)
