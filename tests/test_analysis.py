@@ -9,9 +9,10 @@ import tyro
 
 import atoms.analysis as analysis
 from atoms.analysis import AnalyseConfig, PackageConfig, analyse, analyse_command, package_run
-from atoms.core import ArtifactError, load_table, load_weights, read_manifest, sha256, verify_artifact
+from atoms.core import ArtifactError, load_table, load_weights, read_manifest, verify_artifact
 from atoms.evalset import EvalSetConfig, save_eval_set
 from atoms.training import TrainConfig, train
+from helpers import flip_byte, folder_hashes
 
 torch.set_num_threads(1)
 FAST = dict(progress=False, map_checkpoints=2, map_frames=2)   # tiny analyses
@@ -45,14 +46,6 @@ def analysed(run, es):
     return run
 
 
-def folder_hashes(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): sha256(p) for p in sorted(folder.rglob('*')) if p.is_file()}
-
-
-def flip_byte(path: Path, at: int = -20):
-    data = bytearray(path.read_bytes())
-    data[at] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 # ---- item 1: `atoms package` never deletes what it reads -------------------------------------------

@@ -1,5 +1,5 @@
 "DBDT: oracle and random agents, bad scene specs, reproducibility, interception geometry, CIs, the `atoms dbdt` command."
-import hashlib, json, shlex
+import json, shlex
 from dataclasses import asdict
 import numpy as np, pandas as pd, pytest, torch, tyro
 from scipy.stats import binomtest, norm, pearsonr
@@ -11,6 +11,7 @@ from atoms.dbdt import (SceneSpec, cross_ticks, attention_behaviour, attention_l
                         oracle_agent, random_agent, run_trials, start_scenes, summarise, wilson, TWO_BALL_GAMES)
 from atoms.games import GameConfig, PongVectorEnv
 from atoms.nets import make_net
+from helpers import flip_byte, folder_hashes
 
 CFG = GameConfig('pong-2balls', frame_skip=2)
 
@@ -215,9 +216,6 @@ def _run_folder(tmp_path, **cfg):
     return run
 
 
-def folder_hashes(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob('*')) if p.is_file()}
 
 
 def cli_error(capsys, argv, monkeypatch=None):
@@ -286,10 +284,6 @@ def test_cli_corrupt_checkpoint(tmp_path, capsys):
 
 # --- hardening: what it reads is verified first, nothing written on an error ------------------------------
 
-def flip_byte(path, at=-100):
-    data = bytearray(path.read_bytes())
-    data[at] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize('damage', ['flip', 'truncate', 'delete_manifest', 'config'])
@@ -297,7 +291,7 @@ def test_verifies_the_run_before_it_plays(tmp_path, capsys, monkeypatch, damage)
     run = _run_folder(tmp_path)
     ckpt = run/'checkpoints'/'step_000004000.safetensors'
     named = {'flip': ckpt, 'truncate': ckpt, 'delete_manifest': run/'manifest.json', 'config': run/'config.json'}[damage]
-    if damage == 'flip': flip_byte(ckpt)
+    if damage == 'flip': flip_byte(ckpt, at=-100)
     elif damage == 'truncate': ckpt.write_bytes(ckpt.read_bytes()[:1000])
     elif damage == 'delete_manifest': (run/'manifest.json').unlink()
     else: (run/'config.json').write_text(json.dumps({**json.loads((run/'config.json').read_text()), 'game': 'pong'}))

@@ -11,7 +11,7 @@ fail with one line naming the file, exit non-zero, and change nothing on disk.
 Everything runs in folders with the same relative layout (`run/`, `es/`, `run/dbdt/`) and relative paths,
 so that the settings a manifest records (e.g. analyse's `eval_dir`) are the same in every copy.
 """
-import hashlib, json, os, shutil, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from atoms.core import ArtifactError, load_artifact, load_arrays, load_table, load_weights, read_manifest, verify_artifact
@@ -19,6 +19,7 @@ from atoms.analysis import AnalyseConfig, analyse
 from atoms.dbdt import DBDTConfig, dbdt
 from atoms.evalset import EvalSetConfig, load_eval_set, save_eval_set
 from atoms.training import TrainConfig, train
+from helpers import folder_hashes
 
 TINY = dict(total_steps=2000, num_envs=4, n_steps=5, checkpoints=4, eval_points=4, eval_envs=4,
             progress=False, threads=1)
@@ -125,9 +126,6 @@ def counting_writes(fn, *args) -> int:
     return count[0]
 
 
-def folder_hashes(folder) -> dict:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob('*')) if p.is_file()}
 
 
 def tmp_files(folder) -> list:
