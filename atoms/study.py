@@ -8,7 +8,7 @@ import contextlib, fcntl, json, os, sys, time, traceback, uuid
 from dataclasses import asdict, dataclass
 from itertools import product
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, get_args, get_type_hints
+from typing import TYPE_CHECKING, Callable, Literal, get_args, get_type_hints
 import pandas as pd, torch
 if TYPE_CHECKING: from distributed import Client  # for annotations; imported lazily in `connect`
 from tqdm.auto import tqdm
@@ -19,12 +19,15 @@ from .analysis import AnalyseConfig, PackageConfig, analyse, checkpoints_of, pac
 from .dbdt import TWO_BALL_GAMES, DBDTConfig, dbdt, find_checkpoint
 
 # %% auto #0
-__all__ = ['NETS', 'STEPS', 'StudyConfig', 'RunKey', 'expand', 'study_folders', 'log_file', 'validate', 'train_config',
-           'analyse_config', 'package_config', 'dbdt_config', 'same_config', 'manifest_of', 'train_done',
-           'analyse_done', 'package_done', 'dbdt_done', 'Step', 'steps_of', 'step_named', 'capture', 'run_lock',
-           'run_step', 'pending', 'check_run_folder', 'connect', 'disconnect', 'submit', 'collect', 'report', 'study']
+__all__ = ['StepName', 'NETS', 'STEPS', 'StudyConfig', 'RunKey', 'expand', 'study_folders', 'log_file', 'validate',
+           'train_config', 'analyse_config', 'package_config', 'dbdt_config', 'same_config', 'manifest_of',
+           'train_done', 'analyse_done', 'package_done', 'dbdt_done', 'Step', 'steps_of', 'step_named', 'capture',
+           'run_lock', 'run_step', 'pending', 'check_run_folder', 'connect', 'disconnect', 'submit', 'collect',
+           'report', 'study']
 
 # %% ../nbs/11_study.ipynb #c005
+StepName = Literal['train', 'analyse', 'package', 'dbdt']   # the steps of a run, in order
+
 @dataclass
 class StudyConfig:
     "Train, analyse, package and DBDT-test every game × algorithm × net × seed as Dask tasks."
@@ -49,6 +52,7 @@ class StudyConfig:
     retries: int = 2  # extra tries of a task that errs in Dask (a lost worker's task reruns anyway)
     connect_timeout_s: float = 5.0  # give up reaching the scheduler after this long
     progress: bool = True  # show the overall progress bar
+    steps: tuple[StepName, ...] = ('train', 'analyse', 'package', 'dbdt')  # steps to run, in order
 
 # %% ../nbs/11_study.ipynb #c008
 @dataclass(frozen=True)
@@ -97,6 +101,10 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     bad = [s for s in cfg.seeds if not isinstance(s, int) or s < 0]
     if bad: raise ValueError(f'StudyConfig.seeds: {bad[0]!r} is not a non-negative integer')
     if cfg.retries < 0: raise ValueError(f'StudyConfig.retries: must be >= 0, got {cfg.retries}')
+    bad = [s for s in cfg.steps if s not in get_args(StepName)]
+    if bad or not cfg.steps:
+        raise ValueError(f'StudyConfig.steps: {"unknown step " + repr(bad[0]) if bad else "empty"};'
+                         f' choose from {get_args(StepName)}')
     return cfg
 
 # %% ../nbs/11_study.ipynb #c023
@@ -241,7 +249,7 @@ def run_step(cfg: StudyConfig, key: RunKey, name: str, upstream: dict | None = N
 # %% ../nbs/11_study.ipynb #c064
 def pending(cfg: StudyConfig, key: RunKey) -> tuple[list[str], list[str]]:
     "A run's steps split into (finished, to do)."
-    steps = steps_of(key)
+    steps = [s for s in steps_of(key) if s.name in cfg.steps]
     first = next((i for i, s in enumerate(steps) if not s.done(s.make(cfg, key))), len(steps))
     return [s.name for s in steps[:first]], [s.name for s in steps[first:]]
 
@@ -326,7 +334,7 @@ def study(cfg: StudyConfig) -> pd.DataFrame:
                   disable=not cfg.progress) as bar:
             rows += collect(futures, bar)
     finally: disconnect(client)
-    order = [(k.name, s.name) for k in keys for s in steps_of(k)]
+    order = [(k.name, s.name) for k in keys for s in steps_of(k) if s.name in cfg.steps]
     table = pd.DataFrame(sorted(rows, key=lambda r: order.index((r['run'], r['step']))))
     print(report(table), file=sys.stderr)
     table = table[['run', 'step', 'status', 'seconds', 'error', 'log']]

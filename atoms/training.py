@@ -23,21 +23,23 @@ from .nets import NATURE, SMALL, NetConfig, make_net, PixelNet
 from .policies import RUN_ONLY, evaluate, greedy, save_checkpoint
 
 # %% auto #0
-__all__ = ['PER_ALGO', 'ALGO_DEFAULTS', 'GAME_DEFAULTS', 'POSITIVE_INTS', 'REAL_RANGES', 'REPLAY_ARRAYS', 'RESUME_IGNORED',
-           'TRAIN_WRITES', 'ExperimentSettings', 'UpdateSettings', 'DQNSettings', 'TrainConfig', 'config_error',
-           'check_choices', 'fill_defaults', 'in_interval', 'check_ranges', 'n_updates', 'check_batching', 'resolve',
-           'defaults_table', 'run_path', 'net_config', 'checkpoint_updates', 'Rollout', 'new_stats', 'record_episodes',
-           'sample_actions', 'collect', 'gae', 'ac_loss', 'normalise', 'make_optimizer', 'gradient_step', 'minibatches',
-           'ac_update', 'Replay', 'replay_stacks', 'replay_sample', 'pick_device', 'build_net', 'dqn_parts', 'Trainer',
-           'pack_optimizer', 'unpack_optimizer', 'env_state', 'restore_env', 'dqn_state', 'restore_dqn', 'save_state',
-           'load_state', 'anneal_lr', 'ac_step', 'epsilon', 'dqn_act', 'dqn_play', 'td_loss', 'target_sync_due',
-           'dqn_step', 'log_row', 'checkpoint', 'with_defaults', 'config_differences', 'read_run_config',
-           'missing_checkpoints', 'train_settings', 'finished', 'check_config_file', 'open_run', 'Clock', 'timed',
-           'advance', 'train_command', 'finish', 'progress_bar', 'train']
+__all__ = ['PER_ALGO', 'PER_NET', 'ALGO_DEFAULTS', 'GAME_DEFAULTS', 'NET_DEFAULTS', 'NET_GAME_DEFAULTS', 'POSITIVE_INTS',
+           'REAL_RANGES', 'REPLAY_ARRAYS', 'RESUME_IGNORED', 'TRAIN_WRITES', 'ExperimentSettings', 'UpdateSettings',
+           'DQNSettings', 'TrainConfig', 'config_error', 'check_choices', 'fill_defaults', 'in_interval',
+           'check_ranges', 'n_updates', 'check_batching', 'resolve', 'defaults_table', 'run_path', 'net_config',
+           'checkpoint_updates', 'Rollout', 'new_stats', 'record_episodes', 'sample_actions', 'collect', 'gae',
+           'ac_loss', 'normalise', 'make_optimizer', 'gradient_step', 'minibatches', 'ac_update', 'Replay',
+           'replay_stacks', 'replay_sample', 'pick_device', 'build_net', 'dqn_parts', 'Trainer', 'pack_optimizer',
+           'unpack_optimizer', 'env_state', 'restore_env', 'dqn_state', 'restore_dqn', 'save_state', 'load_state',
+           'anneal_lr', 'ac_step', 'epsilon', 'dqn_act', 'dqn_play', 'td_loss', 'target_sync_due', 'dqn_step',
+           'log_row', 'checkpoint', 'with_defaults', 'config_differences', 'read_run_config', 'missing_checkpoints',
+           'train_settings', 'finished', 'check_config_file', 'open_run', 'Clock', 'timed', 'run_step', 'advance',
+           'train_command', 'finish', 'progress_bar', 'train']
 
 # %% ../nbs/05_training.ipynb #c006
 PER_ALGO = tyro.conf.arg(
     help_behavior_hint='(default: per algorithm and game, see the table above)')
+PER_NET = tyro.conf.arg(help_behavior_hint='(default: bf16 for the nature net, fp32 for small)')
 
 # %% ../nbs/05_training.ipynb #c008
 @dataclass
@@ -48,6 +50,7 @@ class ExperimentSettings:
     seed: int = 1  # random seed (networks, action sampling, games)
     total_steps: Annotated[int | None, PER_ALGO] = None  # agent steps, all games
     net: Literal['small', 'nature'] = 'small'  # network size: 'nature' is the paper's Nature-CNN
+    precision: Annotated[Literal['fp32', 'bf16'] | None, PER_NET] = None  # training arithmetic
     frames: int = 4  # stacked frames per observation
     frame_skip: int = 2  # physics ticks per agent step (the game itself is unchanged)
     num_envs: Annotated[int | None, PER_ALGO] = None  # parallel games
@@ -116,6 +119,13 @@ GAME_DEFAULTS = {   # (game, algo) → departures from ALGO_DEFAULTS
     ('pong-2balls-target', 'a2c'): dict(total_steps=3_000_000, num_envs=32, ent_coef=0.03),
 }
 
+NET_DEFAULTS = {'small': dict(precision='fp32'), 'nature': dict(precision='bf16')}
+NET_GAME_DEFAULTS = {   # (net, game, algo) → departures of one network from the game's defaults
+    ('nature', 'pong', 'a2c'): dict(total_steps=1_200_000),
+    ('nature', 'pong-2balls', 'a2c'): dict(total_steps=2_400_000),
+    ('nature', 'pong-2balls-target', 'a2c'): dict(total_steps=2_400_000),
+}
+
 # %% ../nbs/05_training.ipynb #c021
 def config_error(field: str, msg: str) -> ValueError:
     "The one-line error that names a bad field."
@@ -141,7 +151,9 @@ def check_choices(cfg: TrainConfig):
 # %% ../nbs/05_training.ipynb #c025
 def fill_defaults(cfg: TrainConfig) -> TrainConfig:
     "`cfg` with every `None` that has a default replaced by its (game, algorithm) default."
-    dflt = {**ALGO_DEFAULTS[cfg.algo], **GAME_DEFAULTS.get((cfg.game, cfg.algo), {})}
+    dflt = {**NET_DEFAULTS[cfg.net], **ALGO_DEFAULTS[cfg.algo],
+            **GAME_DEFAULTS.get((cfg.game, cfg.algo), {}),
+            **NET_GAME_DEFAULTS.get((cfg.net, cfg.game, cfg.algo), {})}
     return replace(cfg, **{k: v for k, v in dflt.items() if getattr(cfg, k) is None})
 
 # %% ../nbs/05_training.ipynb #c027
@@ -213,15 +225,23 @@ def defaults_table() -> str:
     keys = list(ALGO_DEFAULTS['a2c'])
     nets = [resolve(TrainConfig(game=g, algo=a, net=n, checkpoints=2))
             for g in GAMES for a in ALGO_DEFAULTS for n in ('small', 'nature')]
-    assert all(replace(x, net='small') in nets for x in nets), 'a default depends on --net'
+    net_keys = {k for d in NET_DEFAULTS.values() for k in d}
+    net_keys |= {k for d in NET_GAME_DEFAULTS.values() for k in d}
+    nets = [replace(x, net='small', **{k: None for k in net_keys}) for x in nets]
+    assert all(x in nets[::2] for x in nets), 'a default other than NET_DEFAULTS depends on --net'
     cols = {a: [str(d[k]) for k in keys] for a, d in ALGO_DEFAULTS.items()}
     width = max(map(len, keys))
     lines = [f'  {"field":<{width}}  ' + '  '.join(f'{a:>10}' for a in cols)]
     lines += [f'  {k:<{width}}  ' + '  '.join(f'{cols[a][i]:>10}' for a in cols)
               for i, k in enumerate(keys)]
-    lines += ['', 'departures per game (the same for both nets, small and nature):']
+    lines += ['', 'per net: ' + '; '.join(f'{n}: ' + ', '.join(f'{k}={v}' for k, v in d.items())
+                                      for n, d in NET_DEFAULTS.items())]
+    lines += ['', 'departures per game (both nets):']
     lines += [f'  {g}, {a}: ' + ', '.join(f'{k}={v}' for k, v in d.items())
               for (g, a), d in GAME_DEFAULTS.items()]
+    lines += ['', 'departures per game of one net:']
+    lines += [f'  {n}, {g}, {a}: ' + ', '.join(f'{k}={v}' for k, v in d.items())
+              for (n, g, a), d in NET_GAME_DEFAULTS.items()]
     return '\n'.join(lines)
 
 # %% ../nbs/05_training.ipynb #c045
@@ -281,8 +301,8 @@ def record_episodes(stats: dict, info: dict):
 def sample_actions(net, obs: torch.Tensor, gen: torch.Generator) -> tuple:
     "Actions sampled from the policy with `gen` (on the CPU), with the logits and values."
     with torch.no_grad():
-        logits, values = net(obs)
-        probs = torch.softmax(logits.float().cpu(), -1)
+        logits, values = (y.float() for y in net(obs))
+        probs = torch.softmax(logits.cpu(), -1)
         actions = torch.multinomial(probs, 1, generator=gen).squeeze(1)
     return actions, logits, values
 
@@ -317,7 +337,7 @@ def gae(rewards, values, dones, last_value, gamma: float, lam: float):
 # %% ../nbs/05_training.ipynb #c069
 def ac_loss(net, obs, actions, old_logp, adv, returns, cfg: TrainConfig):
     "Actor-critic loss on a minibatch; returns (loss, dict of logged parts)."
-    logits, v = net(obs)
+    logits, v = (y.float() for y in net(obs))
     logp_all = torch.log_softmax(logits, -1)
     logp = logp_all.gather(1, actions[:, None]).squeeze(1)
     ratio = torch.exp(logp - old_logp)
@@ -589,7 +609,7 @@ def epsilon(trainer: Trainer) -> float:
 def dqn_act(trainer: Trainer) -> np.ndarray:
     "Epsilon-greedy actions for every game (exploration draws from the trainer's numpy generator)."
     with torch.no_grad(): q = trainer.net(torch.as_tensor(trainer.obs, device=trainer.device))
-    actions = q.argmax(-1).cpu().numpy()
+    actions = q.float().argmax(-1).cpu().numpy()
     explore = trainer.np_rng.random(trainer.cfg.num_envs) < epsilon(trainer)
     actions[explore] = trainer.np_rng.integers(0, 3, int(explore.sum()))
     return actions
@@ -612,8 +632,8 @@ def td_loss(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     sample = replay_sample(trainer.replay, cfg.batch_size, trainer.np_rng)
     obs, act, rew, done, next_obs = (torch.as_tensor(x, device=trainer.device) for x in sample)
     with torch.no_grad():
-        target = rew + cfg.gamma * (1 - done.float()) * trainer.target(next_obs).max(-1).values
-    q_taken = trainer.net(obs).gather(1, act[:, None]).squeeze(1)
+        target = rew + cfg.gamma * (1 - done.float()) * trainer.target(next_obs).float().max(-1).values
+    q_taken = trainer.net(obs).float().gather(1, act[:, None]).squeeze(1)
     return nn.functional.smooth_l1_loss(q_taken, target), q_taken
 
 # %% ../nbs/05_training.ipynb #c140
@@ -762,10 +782,17 @@ def timed(trainer: Trainer, fn, *args):
     trainer.elapsed += time.monotonic() - t
     return out
 
-# %% ../nbs/05_training.ipynb #c176
+# %% ../nbs/05_training.ipynb #c177
+def run_step(trainer: Trainer, step_fn):
+    "One update, under bfloat16 autocast when the run's `precision` is 'bf16'."
+    bf16 = trainer.cfg.precision == 'bf16'
+    with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=bf16):
+        step_fn(trainer)
+
+# %% ../nbs/05_training.ipynb #c179
 def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
     "One update plus any checkpoint or resume state it calls for; the skill if it checkpointed."
-    timed(trainer, lambda: (anneal_lr(trainer), step_fn(trainer)))
+    timed(trainer, lambda: (anneal_lr(trainer), run_step(trainer, step_fn)))
     trainer.update += 1
     if trainer.update in trainer.schedule:
         sps = (trainer.global_step - clock.step0) / max(time.monotonic() - clock.t0, 1e-9)
@@ -777,19 +804,19 @@ def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
         clock.last_save = time.monotonic()
     return None
 
-# %% ../nbs/05_training.ipynb #c180
+# %% ../nbs/05_training.ipynb #c183
 def train_command(cfg: TrainConfig) -> str:
     "The `atoms train` command line that makes the run of `cfg`, quoted for the shell."
     return command_line('atoms train', cfg)
 
-# %% ../nbs/05_training.ipynb #c182
+# %% ../nbs/05_training.ipynb #c185
 def finish(trainer: Trainer):
     "Record in the run's manifest the files written, the command, and whether training completed."
     end_command(trainer.run, 'train', train_command(trainer.cfg), config=asdict(trainer.cfg),
                 seed=trainer.cfg.seed, final_step=trainer.global_step,
                 complete=bool(trainer.update >= trainer.total_updates))
 
-# %% ../nbs/05_training.ipynb #c185
+# %% ../nbs/05_training.ipynb #c188
 def progress_bar(trainer: Trainer):
     "A tqdm bar over the run's agent steps (disabled with `progress=False`)."
     cfg = trainer.cfg
@@ -797,7 +824,7 @@ def progress_bar(trainer: Trainer):
                 disable=not cfg.progress, mininterval=2,
                 desc=f'{cfg.game} {cfg.algo} seed {cfg.seed}')
 
-# %% ../nbs/05_training.ipynb #c187
+# %% ../nbs/05_training.ipynb #c190
 def train(cfg: TrainConfig) -> Path:
     "Train (or resume) the run of `cfg`; returns its folder."
     trainer = open_run(cfg)
