@@ -1,0 +1,66 @@
+"""The seeds table of a study: for every finished run, env steps and minutes to skill, and final skill.
+
+Runs are found by reading each folder's `config.json` and manifest (never by folder name); only runs whose
+manifest says training completed count. Skill is `atoms.policies.time_to_skill`'s rule. Prints one row per
+run, then per (game, algo, net) the median and range of steps to skill over seeds, and the CPU-hours of
+training summed over the runs.
+
+    .venv/bin/python benchmarks/study_table.py runs            # a study's run folders
+    .venv/bin/python benchmarks/study_table.py artifacts/runs --net nature
+"""
+import argparse, json
+from pathlib import Path
+import pandas as pd
+from atoms.core import ArtifactError, read_manifest
+from atoms.policies import time_to_skill
+
+
+def finished_runs(root: Path) -> list[tuple[Path, dict]]:
+    "(folder, config) of every run under `root` whose manifest says it finished (or is a package)."
+    out = []
+    for cfg_path in sorted(root.glob('*/config.json')):
+        try: manifest = read_manifest(cfg_path.parent)
+        except ArtifactError: continue
+        packaged = 'source' in manifest           # `atoms package` copies only finished runs
+        if manifest.get('complete') is True or 'analyse' in manifest.get('config', {}) or packaged:
+            out.append((cfg_path.parent, json.loads(cfg_path.read_text())))
+    return out
+
+
+def seeds_table(root: Path, **match) -> pd.DataFrame:
+    "One row per finished run under `root` whose config matches `match` (e.g. net='nature')."
+    rows = []
+    for folder, cfg in finished_runs(root):
+        if any(cfg.get(k) != v for k, v in match.items()): continue
+        log = pd.read_parquet(folder/'log.parquet')
+        skill = time_to_skill(log)
+        rows.append(dict(game=cfg['game'], algo=cfg['algo'], net=cfg['net'], seed=cfg['seed'],
+                         total_steps=cfg['total_steps'], steps_to_skill=skill['steps'],
+                         minutes_to_skill=skill['seconds'] / 60, final_skill=skill['final'],
+                         best_skill=skill['best'],
+                         train_minutes=float(log['time/elapsed_s'].iloc[-1]) / 60,
+                         run=folder.name))
+    return pd.DataFrame(rows).sort_values(['game', 'algo', 'net', 'seed'], ignore_index=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('root', type=Path, help='folder holding run folders')
+    ap.add_argument('--net', choices=['small', 'nature'])
+    ap.add_argument('--algo', choices=['a2c', 'ppo', 'dqn'])
+    args = ap.parse_args()
+    if not args.root.is_dir(): ap.error(f'{args.root}: not a folder')
+    match = {k: v for k, v in dict(net=args.net, algo=args.algo).items() if v}
+    table = seeds_table(args.root, **match)
+    if table.empty: ap.error(f'{args.root}: no finished run matches {match or "any config"}')
+    pd.set_option('display.width', 200)
+    print(table.drop(columns='run').to_string(index=False, float_format=lambda x: f'{x:,.6g}'))
+    summary = table.groupby(['game', 'algo', 'net'])['steps_to_skill'].agg(
+        ['count', 'median', 'min', 'max'])
+    print('\nenv steps to skill over seeds (NaN: not reached):')
+    print(summary.to_string(float_format=lambda x: f'{x:,.0f}'))
+    print(f'\ntraining CPU-hours (one thread per run), summed: {table.train_minutes.sum() / 60:.2f}')
+
+
+if __name__ == '__main__':
+    main()
