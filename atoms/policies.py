@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
+import pandas as pd
 import torch
 from .core import ArtifactError, load_weights, save_weights
 from .games import PongVectorEnv
@@ -14,7 +15,7 @@ from .nets import NetConfig, make_net, PixelNet
 
 # %% auto #0
 __all__ = ['RUN_ONLY', 'RUN_IDENTITY', 'evaluate', 'greedy', 'random_policy', 'save_checkpoint', 'fit_error', 'name_error',
-           'mismatch_error', 'load_checkpoint', 'time_to_skill']
+           'mismatch_error', 'load_checkpoint', 'skill_reached', 'first_skilled', 'time_to_skill']
 
 # %% ../nbs/04_policies.ipynb #c005
 @torch.no_grad()
@@ -128,11 +129,46 @@ def load_checkpoint(path,
     return net, meta
 
 # %% ../nbs/04_policies.ipynb #c028
-def time_to_skill(log, target: float = 0.9) -> dict:
-    "First checkpoint with skill >= `target`: step, training time (NaN if never), best, final."
-    ev = log[log['checkpoint']]
-    skill = ev['charts/points_won_rate']
-    hit = ev[skill >= target]
-    return dict(steps=float(hit['global_step'].iloc[0]) if len(hit) else float('nan'),
-                seconds=float(hit['time/elapsed_s'].iloc[0]) if len(hit) else float('nan'),
+def skill_reached(skills,                 # skill of each evaluation, in checkpoint order
+                  points,                 # points behind each evaluation
+                  target: float = 0.9,    # the skill to reach
+                  min_points: int = 400,  # one evaluation of this many points suffices alone
+                  consecutive: int = 2,   # else this many evaluations in a row must reach target
+                 ) -> int | None:
+    "Index of the first evaluation from which skill counts as reached (see above), or None."
+    if consecutive < 1: raise ValueError(f'consecutive must be >= 1, got {consecutive}')
+    skills, points = np.asarray(skills, dtype=float), np.asarray(points)
+    if skills.shape != points.shape:
+        raise ValueError(f'{len(skills)} skills but {len(points)} point counts')
+    hit = skills >= target
+    sure = hit & (points >= min_points)
+    held = [hit[k:k + consecutive].all() for k in range(len(hit) - consecutive + 1)]
+    sure[:len(held)] |= np.asarray(held, dtype=bool)
+    return int(sure.argmax()) if sure.any() else None
+
+# %% ../nbs/04_policies.ipynb #c032
+def first_skilled(log,                      # a training log: a table or a list of row dicts
+                  target: float = 0.9,      # the skill to reach
+                  min_points: int = 400,    # see `skill_reached`
+                  consecutive: int = 2,     # see `skill_reached`
+                 ) -> pd.Series | None:
+    "The checkpoint row of `log` from which skill is reached (`skill_reached`), or None."
+    ev = pd.DataFrame(log)
+    ev = ev[ev['checkpoint'].astype(bool)]
+    points = ev.get('charts/eval_points', pd.Series(0, index=ev.index))   # older logs lack it
+    k = skill_reached(ev['charts/points_won_rate'], points, target, min_points, consecutive)
+    return None if k is None else ev.iloc[k]
+
+# %% ../nbs/04_policies.ipynb #c034
+def time_to_skill(log,                      # a run's training log (`log.parquet`)
+                  target: float = 0.9,      # the skill to reach
+                  min_points: int = 400,    # see `skill_reached`
+                  consecutive: int = 2,     # see `skill_reached`
+                 ) -> dict:
+    "Step and training time at which skill is reached (NaN if never), best and final skill."
+    hit = first_skilled(log, target, min_points, consecutive)
+    skill = log.loc[log['checkpoint'], 'charts/points_won_rate']
+    nan = float('nan')
+    return dict(steps=nan if hit is None else float(hit['global_step']),
+                seconds=nan if hit is None else float(hit['time/elapsed_s']),
                 best=float(skill.max()), final=float(skill.iloc[-1]))

@@ -20,7 +20,7 @@ from .core import (ArtifactError, begin_command, command_line, end_command, load
                         write_json)
 from .games import GAMES, PongVectorEnv
 from .nets import NATURE, SMALL, NetConfig, make_net, PixelNet
-from .policies import RUN_ONLY, evaluate, greedy, save_checkpoint
+from .policies import RUN_ONLY, evaluate, first_skilled, greedy, save_checkpoint
 
 # %% auto #0
 __all__ = ['PER_ALGO', 'PER_NET', 'ALGO_DEFAULTS', 'GAME_DEFAULTS', 'NET_DEFAULTS', 'NET_GAME_DEFAULTS', 'POSITIVE_INTS',
@@ -94,7 +94,7 @@ class TrainConfig(DQNSettings, UpdateSettings, ExperimentSettings):
     schedule_power: float = 2.0  # checkpoint k of n is at (k/(n-1))**power of training
     eval_points: int = 200  # points played by the greedy policy at each checkpoint
     eval_envs: int = 64  # parallel games for evaluation
-    stop_at_skill: float | None = None  # stop once the greedy skill reaches this (benchmarks)
+    stop_at_skill: float | None = None  # stop once skill is reached at this target (benchmarks)
     time_limit_s: float | None = None  # stop after this many seconds of training
     threads: int = 1  # torch CPU threads (1 is far faster than 2 on a loaded 2-core machine)
     device: str = 'auto'  # 'auto' (CUDA if present), 'cpu' or 'cuda'
@@ -841,7 +841,8 @@ def train(cfg: TrainConfig) -> Path:
             row = trainer.rows[-1]
             bar.set_postfix(skill=f'{skill:.2f}', ret=f'{row["charts/episodic_return"]:.2f}',
                             sps=f'{row["charts/SPS"]:.0f}')
-            if cfg.stop_at_skill is not None and skill >= cfg.stop_at_skill: break
+            target = cfg.stop_at_skill     # reached as `skill_reached` (Policies) decides
+            if target is not None and first_skilled(trainer.rows, target) is not None: break
         if cfg.time_limit_s is not None and trainer.elapsed >= cfg.time_limit_s:
             save_state(trainer)
             break
