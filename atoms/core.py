@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['WEIGHTS_META_KEY', 'repo_root', 'artifacts_dir', 'runs_dir', 'seed_everything', 'patch_to', 'ArtifactError',
-           'atomic_path', 'clean_tmp', 'write_text', 'write_json', 'save_table', 'load_table', 'save_weights',
-           'load_weights', 'save_arrays', 'load_arrays', 'sha256', 'git_revision', 'write_manifest', 'read_manifest',
-           'verify_file', 'verify_artifact', 'load_artifact', 'begin_command', 'end_command', 'config_argv',
-           'command_line']
+__all__ = ['WEIGHTS_META_KEY', 'MANIFEST_CHECKSUM', 'repo_root', 'artifacts_dir', 'runs_dir', 'seed_everything', 'patch_to',
+           'ArtifactError', 'atomic_path', 'clean_tmp', 'write_text', 'write_json', 'save_table', 'load_table',
+           'save_weights', 'load_weights', 'save_arrays', 'load_arrays', 'sha256', 'git_revision', 'manifest_checksum',
+           'save_manifest', 'write_manifest', 'read_manifest', 'verify_file', 'verify_artifact', 'load_artifact',
+           'begin_command', 'end_command', 'config_argv', 'command_line']
 
 # %% ../nbs/00_core.ipynb #c005
 def repo_root() -> Path:
@@ -209,7 +209,28 @@ def _history(manifest_path: Path, command: str) -> list:
     last = {k: old.get(k) for k in ('command', 'git_revision', 'created')}
     return [h for h in old.get('history', []) + [last] if h['command'] != command]
 
-# %% ../nbs/00_core.ipynb #c058
+# %% ../nbs/00_core.ipynb #c059
+def _jsonable(settings: dict) -> dict:
+    "`settings` as they read back from JSON (tuples become lists), so that both compare equal."
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+# %% ../nbs/00_core.ipynb #c061
+MANIFEST_CHECKSUM = 'manifest_sha256'   # the manifest field that holds the hash of its own text
+
+def manifest_checksum(manifest: dict) -> str:
+    "sha256 of the canonical JSON of `manifest` without its `manifest_sha256` field."
+    body = _jsonable({k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM})
+    text = json.dumps(body, sort_keys=True, separators=(',', ':'))
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+# %% ../nbs/00_core.ipynb #c063
+def save_manifest(folder, manifest: dict) -> dict:
+    "Atomically write `manifest` as `folder/manifest.json`, sealed; return it without the seal."
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
+    write_json(Path(folder)/'manifest.json', {**body, MANIFEST_CHECKSUM: manifest_checksum(body)})
+    return body
+
+# %% ../nbs/00_core.ipynb #c065
 def write_manifest(folder, command: str | None = None, config: dict | None = None,
                    seed: int | None = None, **extra) -> dict:
     "Write `folder/manifest.json`: how the artifact was made and the sha256 of every file in it."
@@ -221,21 +242,34 @@ def write_manifest(folder, command: str | None = None, config: dict | None = Non
     m = dict(command=command, config=config or {}, seed=seed,
              history=_history(folder/'manifest.json', command), git_revision=git_revision(),
              created=created, files=files, **extra)
-    write_json(folder/'manifest.json', m)
-    return m
+    return save_manifest(folder, m)
 
-# %% ../nbs/00_core.ipynb #c060
+# %% ../nbs/00_core.ipynb #c067
+def _unsealed(path: Path, manifest) -> dict:
+    "`manifest` (from `path`) without its seal; `ArtifactError` if the seal is absent or wrong."
+    reseal = f'python tools/seal_manifests.py {shlex.quote(str(path.parent))}'
+    if not isinstance(manifest, dict) or MANIFEST_CHECKSUM not in manifest:
+        raise ArtifactError(f'{path}: has no {MANIFEST_CHECKSUM}, so its text cannot be trusted; '
+                            f'if it is a legitimately old manifest, seal it with: {reseal}')
+    if manifest[MANIFEST_CHECKSUM] != manifest_checksum(manifest):
+        raise ArtifactError(f'{path}: its text was edited after it was written (checksum '
+                            'mismatch); remake the artifact with the command it records, or, if '
+                            f'the edit was deliberate, seal it again with: {reseal}')
+    return {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
+
+# %% ../nbs/00_core.ipynb #c069
 def read_manifest(folder) -> dict:
-    "Read `folder/manifest.json`, raising `ArtifactError` if it is missing or unreadable."
+    "Read and unseal `folder/manifest.json`; `ArtifactError` if missing, unreadable or edited."
     folder = Path(folder)
     if not folder.is_dir(): raise ArtifactError(f'{folder}: artifact folder not found')
     p = folder/'manifest.json'
     if not p.exists(): raise ArtifactError(f'{p}: manifest missing')
-    try: return json.loads(p.read_text())
+    try: manifest = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise ArtifactError(f'{p}: manifest is not valid JSON ({e})') from None
+    return _unsealed(p, manifest)
 
-# %% ../nbs/00_core.ipynb #c062
+# %% ../nbs/00_core.ipynb #c071
 def verify_file(folder, name: str, manifest: dict | None = None) -> Path:
     "Check one file of an artifact folder against its manifest and return its path."
     folder = Path(folder)
@@ -247,14 +281,14 @@ def verify_file(folder, name: str, manifest: dict | None = None) -> Path:
                             '(changed, truncated or corrupt)')
     return p
 
-# %% ../nbs/00_core.ipynb #c064
+# %% ../nbs/00_core.ipynb #c073
 def verify_artifact(folder) -> dict:
     "Check every file of an artifact folder against its manifest and return the manifest."
     m = read_manifest(folder)
     for name in m['files']: verify_file(folder, name, m)
     return m
 
-# %% ../nbs/00_core.ipynb #c066
+# %% ../nbs/00_core.ipynb #c075
 def load_artifact(folder, name: str):
     "Verify, then read one file of an artifact folder (parquet, npz, safetensors, json or bytes)."
     p = verify_file(folder, name)
@@ -262,18 +296,13 @@ def load_artifact(folder, name: str):
                '.json': lambda p: json.loads(p.read_text())}
     return readers[p.suffix](p) if p.suffix in readers else p.read_bytes()
 
-# %% ../nbs/00_core.ipynb #c069
-def _jsonable(settings: dict) -> dict:
-    "`settings` as they read back from JSON (tuples become lists), so that both compare equal."
-    return json.loads(json.dumps(settings, sort_keys=True, default=str))
-
-# %% ../nbs/00_core.ipynb #c071
+# %% ../nbs/00_core.ipynb #c078
 def _matching(folder: Path, patterns) -> list[str]:
     "Names (relative, POSIX) of the files under `folder` that match any glob in `patterns`."
     names = [p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_file()]
     return sorted(n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in patterns))
 
-# %% ../nbs/00_core.ipynb #c073
+# %% ../nbs/00_core.ipynb #c080
 def _check_settings(folder: Path, name: str, settings: dict, record: dict | None):
     "Refuse to resume `name` over results that it made with other settings."
     if record is None or record['settings'] == settings: return
@@ -285,7 +314,7 @@ def _check_settings(folder: Path, name: str, settings: dict, record: dict | None
     raise ArtifactError(f'{folder}: {name} results here were made with other settings ({changed});'
                         f' to start over, delete {", ".join(made)} in {folder}')
 
-# %% ../nbs/00_core.ipynb #c075
+# %% ../nbs/00_core.ipynb #c082
 def _check_listed(folder: Path, m: dict, writes: list, resuming: bool) -> dict:
     "Verify the files `m` lists; return it without the listed results of `writes` now missing."
     files = {}
@@ -296,7 +325,7 @@ def _check_listed(folder: Path, m: dict, writes: list, resuming: bool) -> dict:
         files[name] = digest
     return {**m, 'files': files}
 
-# %% ../nbs/00_core.ipynb #c076
+# %% ../nbs/00_core.ipynb #c083
 def _check_unlisted(folder: Path, m: dict, writes: list, resuming: bool):
     "Refuse a file matching `writes` that the manifest does not list, unless resuming."
     if resuming: return
@@ -305,12 +334,12 @@ def _check_unlisted(folder: Path, m: dict, writes: list, resuming: bool):
             raise ArtifactError(f'{folder/name}: not listed in {folder/"manifest.json"} (not '
                                 'written by a finished command here); delete it to start over')
 
-# %% ../nbs/00_core.ipynb #c077
+# %% ../nbs/00_core.ipynb #c084
 def _now() -> str:
     "The current UTC time, ISO 8601 to the second."
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
-# %% ../nbs/00_core.ipynb #c078
+# %% ../nbs/00_core.ipynb #c085
 def _start_manifest(folder: Path, create: bool) -> dict:
     "The folder's manifest, or (with `create`, in an empty or new folder) a fresh empty one."
     if (folder/'manifest.json').exists() or not create: return read_manifest(folder)
@@ -320,7 +349,7 @@ def _start_manifest(folder: Path, create: bool) -> dict:
     return dict(command=None, config={}, seed=None, history=[], git_revision=git_revision(),
                 created=_now(), files={})
 
-# %% ../nbs/00_core.ipynb #c079
+# %% ../nbs/00_core.ipynb #c086
 def begin_command(folder,                # the folder the command reads and writes
                   name: str,             # the command, e.g. 'analyse'
                   settings: dict,        # everything that changes what it writes
@@ -338,10 +367,9 @@ def begin_command(folder,                # the folder the command reads and writ
     _check_unlisted(folder, m, writes, resuming)
     m['commands'] = {**m.get('commands', {}), name: dict(
         settings=settings, writes=writes, in_progress=True, started=_now())}
-    write_json(folder/'manifest.json', m)
-    return m
+    return save_manifest(folder, m)
 
-# %% ../nbs/00_core.ipynb #c080
+# %% ../nbs/00_core.ipynb #c087
 def end_command(folder,                    # the folder `begin_command` was called on
                 name: str,                 # the command, as given to `begin_command`
                 command: str,              # its re-runnable command line (see `command_line`)
@@ -363,10 +391,9 @@ def end_command(folder,                    # the folder `begin_command` was call
     if config is not None: m['config'] = config
     if seed is not None: m['seed'] = seed
     m['commands'][name] = {**record, 'in_progress': False, 'finished': _now()}
-    write_json(folder/'manifest.json', m)
-    return m
+    return save_manifest(folder, m)
 
-# %% ../nbs/00_core.ipynb #c084
+# %% ../nbs/00_core.ipynb #c091
 def _flag_words(name: str, value,
                 switch: bool = True,  # a plain `bool` field: tyro reads `--name` / `--no-name`
                ) -> list[str]:
@@ -375,7 +402,7 @@ def _flag_words(name: str, value,
     if isinstance(value, (list, tuple)): return [f'--{name}', *map(str, value)]
     return [f'--{name}', str(value)]
 
-# %% ../nbs/00_core.ipynb #c086
+# %% ../nbs/00_core.ipynb #c093
 def config_argv(cfg, skip=()) -> list[str]:
     "The argv words that tyro parses back into `cfg` (the fields in `skip` left out)."
     fields = [f for f in dataclasses.fields(cfg) if f.name not in skip]
@@ -387,7 +414,7 @@ def config_argv(cfg, skip=()) -> list[str]:
         words += _flag_words(f.name, getattr(cfg, f.name), switch)
     return words
 
-# %% ../nbs/00_core.ipynb #c087
+# %% ../nbs/00_core.ipynb #c094
 def command_line(prog: str, cfg, skip=()) -> str:
     "`prog` followed by the shell-quoted argv of `cfg`, e.g. 'atoms analyse runs/x --every 2'."
     return shlex.join([*shlex.split(prog), *config_argv(cfg, skip)])

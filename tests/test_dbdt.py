@@ -5,7 +5,7 @@ import numpy as np, pandas as pd, pytest, torch, tyro
 from scipy.stats import binomtest, norm, pearsonr
 from atoms.policies import save_checkpoint
 from atoms.training import TrainConfig, net_config
-from atoms.core import artifacts_dir, load_table, read_manifest, sha256, verify_artifact, write_json, write_manifest
+from atoms.core import artifacts_dir, load_table, read_manifest, save_manifest, sha256, verify_artifact, write_json, write_manifest
 from atoms.dbdt import DBDTConfig, DBDT_FILES, bounce_height, dbdt, dbdt_command
 from atoms.dbdt import (SceneSpec, cross_ticks, attention_behaviour, attention_logit, logistic_fit, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
                         oracle_agent, random_agent, run_trials, start_scenes, summarise, wilson, TWO_BALL_GAMES)
@@ -310,7 +310,7 @@ def test_another_runs_checkpoint_is_refused_even_with_a_forged_manifest(tmp_path
     save_checkpoint(net, ckpt, 4000, tc)                                 # a pong agent renamed into the run
     m = read_manifest(run)
     m['files']['checkpoints/step_000004000.safetensors'] = sha256(ckpt)
-    write_json(run/'manifest.json', m)                                   # and its hash forged
+    save_manifest(run, m)                                                # and its hash forged, re-sealed
     before = folder_hashes(tmp_path)
     code, err = cli_error(capsys, ['dbdt', str(run), '--no-progress'], monkeypatch)
     assert code != 0 and len(err) == 1 and 'step_000004000.safetensors' in err[0] and 'not of this run' in err[0], err
