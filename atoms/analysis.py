@@ -11,35 +11,49 @@ import shutil
 import tempfile
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import Annotated, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
 import tyro
 from tqdm.auto import tqdm
 from .core import (ArtifactError, artifacts_dir, begin_command, command_line, end_command,
-                        load_table, load_weights, read_manifest, save_table, save_weights,
-                        verify_artifact, verify_file, write_manifest)
+                        load_artifact, load_table, load_weights, read_manifest, save_table,
+                        save_weights, sha256, verify_artifact, verify_file, write_manifest)
+from .games import GAMES
 from .evalset import load_eval_set
 from .policies import load_checkpoint
-from .attention import combine_maps
-from .relevance import MODES, Method, checkpoint_atoms, explain, METHODS
+from .training import finished
+from .attention import METRICS, combine_maps
+from .relevance import (MODES, METHODS, RELEVANCE_SEEDS, Method, RelevanceSeed,
+                             checkpoint_atoms, explain)
 
 # %% auto #0
-__all__ = ['ANALYSE_MINIMA', 'ATOM_COLUMNS', 'ANALYSE_WRITES', 'RUN_FILES', 'PACKAGED_FILES', 'AnalyseConfig', 'split_method',
-           'parse_methods', 'check_analyse_config', 'checkpoint_step', 'checkpoints_of', 'spread_indices',
-           'steps_to_analyse', 'eval_inputs', 'checkpoint_maps', 'analyse_checkpoint', 'load_atoms_table', 'load_maps',
-           'pending_checkpoints', 'save_progress', 'analyse_command', 'analyse_settings', 'check_legacy_settings',
-           'check_listed_checkpoints', 'check_maps_present', 'start_analysis', 'analyse', 'PackageConfig',
-           'check_packable', 'package_dest', 'check_replaceable', 'copy_run', 'package_manifest', 'swap_in',
-           'clean_stale_packages', 'package_run']
+__all__ = ['DEFAULT_METHODS', 'ANALYSE_MINIMA', 'ATOM_COLUMNS', 'ANALYSE_WRITES', 'LEGACY_SETTINGS', 'CROSSEVAL_MINIMA',
+           'CROSSEVAL_WRITES', 'CROSSEVAL_KEYS', 'RUN_FILES', 'PACKAGED_FILES', 'PACKAGED_FOLDERS', 'AnalyseConfig',
+           'split_method', 'parse_methods', 'check_minima', 'check_relevance_seed', 'check_analyse_config',
+           'checkpoint_step', 'checkpoints_of', 'spread_indices', 'steps_to_analyse', 'eval_inputs', 'checkpoint_maps',
+           'analyse_checkpoint', 'load_atoms_table', 'load_maps', 'pending_checkpoints', 'save_progress',
+           'analyse_command', 'analyse_settings', 'recorded_settings', 'analysed_relevance_seed', 'check_same_settings',
+           'settings_to_record', 'check_listed_checkpoints', 'check_maps_present', 'start_analysis', 'analyse',
+           'CrossEvalConfig', 'check_games', 'check_crosseval_config', 'eval_set_folders', 'final_checkpoint',
+           'crosseval_folder', 'wide_atoms', 'crosseval_settings', 'crosseval_command', 'FinalAgent',
+           'crosseval_inputs', 'load_crosseval_table', 'game_rows', 'crosseval', 'PackageConfig', 'package_indices',
+           'check_finished_commands', 'check_packable', 'package_dest', 'check_replaceable', 'save_half_maps',
+           'read_maps', 'copy_folder', 'copy_run', 'package_manifest', 'swap_in', 'clean_stale_packages',
+           'package_size', 'package_run']
 
 # %% ../nbs/08_analysis.ipynb #c007
+DEFAULT_METHODS = (Method.LRP_TWO_PASS, Method.LRP_ACTION)   # what `atoms analyse` computes
+
 @dataclass
 class AnalyseConfig:
     "Compute ATOMs for every checkpoint of a run on its game's evaluation set (resumable)."
     run: tyro.conf.Positional[str]  # run folder (runs/{game}__{algo}__{seed} or artifacts/runs/...)
     # method_mode pairs: lrp, gradient, gradxinput, smoothgrad, occlusion × two_pass, action
-    methods: tuple[str, ...] = (Method.LRP_TWO_PASS, Method.LRP_ACTION)
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    # pass-1 seed of the two-pass relevance: output, softmax, action or above_mean
+    relevance_seed: str = RelevanceSeed.SOFTMAX
     eval_dir: str | None = None  # evaluation-set folder (default artifacts/eval/{game})
     n_frames: int | None = None  # use only the first n frames of the set
     every: int = 1  # analyse every k-th checkpoint (the first and last always)
@@ -57,29 +71,44 @@ def split_method(m: str) -> tuple[str, str]:
     raise ValueError(f"method {m!r} must end in '_two_pass' or '_action' (e.g. 'lrp_two_pass')")
 
 # %% ../nbs/08_analysis.ipynb #c012
-def parse_methods(names) -> list[tuple[str, str, str]]:
+def parse_methods(names,
+                  field: str = 'AnalyseConfig.methods',  # the config field, for the error
+                 ) -> list[tuple[str, str, str]]:
     "(name, method, mode) for each method name, after checking that the method exists."
     methods = [(m, *split_method(m)) for m in names]
     for m, method, _ in methods:
         if method not in METHODS:
-            raise ValueError(f'AnalyseConfig.methods: unknown method {method!r} in {m!r}; '
+            raise ValueError(f'{field}: unknown method {method!r} in {m!r}; '
                              f'choose from {METHODS}')
     return methods
 
 # %% ../nbs/08_analysis.ipynb #c014
+def check_minima(cfg, minima: dict):
+    "Refuse a field of `cfg` below its lowest value in `minima` (None: no limit, e.g. all frames)."
+    for field, lowest in minima.items():
+        value = getattr(cfg, field)
+        if value is not None and not value >= lowest:
+            raise ValueError(f'{type(cfg).__name__}.{field} must be >= {lowest}, got {value}')
+
+# %% ../nbs/08_analysis.ipynb #c016
+def check_relevance_seed(cfg):
+    "Refuse a `cfg.relevance_seed` that is not one of `RELEVANCE_SEEDS`."
+    if cfg.relevance_seed not in RELEVANCE_SEEDS:
+        raise ValueError(f'{type(cfg).__name__}.relevance_seed must be one of {RELEVANCE_SEEDS}, '
+                         f'got {cfg.relevance_seed!r}')
+
+# %% ../nbs/08_analysis.ipynb #c018
 ANALYSE_MINIMA = dict(every=1, n_frames=1, map_checkpoints=0, map_frames=1, threads=1)  # lowest
 
 def check_analyse_config(cfg: AnalyseConfig) -> list[tuple[str, str, str]]:
     "Validate `cfg`; return its methods as (name, method, mode) triples."
     if not Path(cfg.run).is_dir():
         raise FileNotFoundError(f'{Path(cfg.run)}: run folder not found')
-    for field, lowest in ANALYSE_MINIMA.items():
-        value = getattr(cfg, field)
-        if value is not None and not value >= lowest:     # n_frames None: the whole set
-            raise ValueError(f'AnalyseConfig.{field} must be >= {lowest}, got {value}')
+    check_minima(cfg, ANALYSE_MINIMA)
+    check_relevance_seed(cfg)
     return parse_methods(cfg.methods)
 
-# %% ../nbs/08_analysis.ipynb #c017
+# %% ../nbs/08_analysis.ipynb #c021
 def checkpoint_step(path) -> int:
     "The step in a checkpoint's file name `step_{step}.safetensors`; any other name is an error."
     found = re.fullmatch(r'step_(\d+)\.safetensors', Path(path).name)
@@ -87,7 +116,7 @@ def checkpoint_step(path) -> int:
         raise ArtifactError(f'{path}: not a checkpoint name (expected step_<integer>.safetensors)')
     return int(found.group(1))
 
-# %% ../nbs/08_analysis.ipynb #c019
+# %% ../nbs/08_analysis.ipynb #c023
 def checkpoints_of(run) -> list[tuple[int, Path]]:
     "The (step, path) of every checkpoint of a run, by step."
     d = Path(run)/'checkpoints'
@@ -98,12 +127,12 @@ def checkpoints_of(run) -> list[tuple[int, Path]]:
         raise FileNotFoundError(f'{d}: no checkpoints found')
     return out
 
-# %% ../nbs/08_analysis.ipynb #c022
+# %% ../nbs/08_analysis.ipynb #c026
 def spread_indices(n: int, k: int) -> list[int]:
     "At most `k` distinct indices into `n` items, evenly spread, first and last included."
     return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
 
-# %% ../nbs/08_analysis.ipynb #c024
+# %% ../nbs/08_analysis.ipynb #c028
 def steps_to_analyse(steps: list,           # checkpoint steps of the run, in order
                      every: int,            # analyse every `every`-th checkpoint
                      map_checkpoints: int,  # how many analysed checkpoints keep their maps
@@ -113,44 +142,50 @@ def steps_to_analyse(steps: list,           # checkpoint steps of the run, in or
     keep = {steps[idx[i]] for i in spread_indices(len(idx), map_checkpoints)}
     return {steps[i] for i in idx}, keep
 
-# %% ../nbs/08_analysis.ipynb #c027
+# %% ../nbs/08_analysis.ipynb #c031
 def eval_inputs(meta: dict,                   # checkpoint metadata (from `load_checkpoint`)
                 eval_dir: str | None = None,  # evaluation-set folder (default: the game's)
                 n_frames: int | None = None,  # use only the first n frames of the set
-               ) -> tuple[torch.Tensor, np.ndarray, list]:
+                game: str | None = None,      # the set's game (default: the agent's)
+               ) -> tuple[torch.Tensor, np.ndarray, dict]:
     "Observations, object labels and object names of the evaluation set, checked against the agent."
-    es = load_eval_set(meta['config']['game'], eval_dir)
+    es = load_eval_set(game or meta['config']['game'], eval_dir)
     frames = meta['net']['frames']
     if es['obs'].shape[1] != frames:
         raise ValueError(f'evaluation set has {es["obs"].shape[1]} stacked frames, '
                          f'the agent takes {frames}')
     return torch.as_tensor(es['obs'][:n_frames]), es['labels'][:n_frames], es['objects']
 
-# %% ../nbs/08_analysis.ipynb #c030
-def checkpoint_maps(net, obs: torch.Tensor, method: str, mode: str) -> torch.Tensor:
-    "Relevance maps kept for figures: combined over the selected neurons, newest frame, float16."
-    e = explain(net, obs, method, mode=mode)
+# %% ../nbs/08_analysis.ipynb #c034
+def checkpoint_maps(net, obs: torch.Tensor, method: str, mode: str,
+                    relevance_seed: str = RelevanceSeed.SOFTMAX,  # the pass-1 seed
+                   ) -> torch.Tensor:
+    "Relevance maps kept for figures: combined over the selected neurons, newest frame, float32."
+    e = explain(net, obs, method, mode=mode, relevance_seed=relevance_seed)
     maps = torch.as_tensor(combine_maps(e.neuron_relevance, e.pixel_relevance))
-    return maps[:, -1].to(torch.float16)
+    return maps[:, -1].to(torch.float32)
 
-# %% ../nbs/08_analysis.ipynb #c032
+# %% ../nbs/08_analysis.ipynb #c036
 def analyse_checkpoint(net,                      # the agent at this checkpoint
                        step: int,                # its env step
                        evalset: tuple,           # (obs, labels, objects), see `eval_inputs`
                        methods: list,            # (name, method, mode) triples to compute
                        maps: dict | None = None, # kept maps by `{name}/{step}`, added to in place
                        map_frames: int = 4,      # frames whose maps are kept
+                       relevance_seed: str = RelevanceSeed.SOFTMAX,  # the pass-1 seed
                       ) -> list[pd.DataFrame]:
     "The ATOM tables of one checkpoint, one per method; its maps go into `maps` when given."
     obs, labels, objects = evalset
     parts = []
     for name, method, mode in methods:
-        parts.append(checkpoint_atoms(net, obs, labels, objects, step, method=method, mode=mode))
+        parts.append(checkpoint_atoms(net, obs, labels, objects, step, method=method, mode=mode,
+                                      relevance_seed=relevance_seed))
         if maps is not None and f'{name}/{step}' not in maps:
-            maps[f'{name}/{step}'] = checkpoint_maps(net, obs[:map_frames], method, mode)
+            maps[f'{name}/{step}'] = checkpoint_maps(net, obs[:map_frames], method, mode,
+                                                     relevance_seed)
     return parts
 
-# %% ../nbs/08_analysis.ipynb #c035
+# %% ../nbs/08_analysis.ipynb #c039
 ATOM_COLUMNS = ['step', 'object', 'metric', 'method', 'value']   # the columns of atoms.parquet
 
 def load_atoms_table(path) -> pd.DataFrame:
@@ -158,13 +193,13 @@ def load_atoms_table(path) -> pd.DataFrame:
     path = Path(path)
     return load_table(path) if path.exists() else pd.DataFrame(columns=ATOM_COLUMNS)
 
-# %% ../nbs/08_analysis.ipynb #c037
+# %% ../nbs/08_analysis.ipynb #c041
 def load_maps(run: Path) -> dict:
-    "The relevance maps kept so far in the run folder (none yet: an empty dict)."
+    "The relevance maps kept so far in the run folder, as float32 (none yet: an empty dict)."
     path = Path(run)/'maps.safetensors'
-    return load_weights(path)[0] if path.exists() else {}
+    return {k: v.float() for k, v in load_weights(path)[0].items()} if path.exists() else {}
 
-# %% ../nbs/08_analysis.ipynb #c039
+# %% ../nbs/08_analysis.ipynb #c043
 def pending_checkpoints(ckpts: list,   # (step, path) of every checkpoint
                         steps: set,    # the steps to analyse
                         done: set,     # (step, method name) pairs already in the table
@@ -173,7 +208,7 @@ def pending_checkpoints(ckpts: list,   # (step, path) of every checkpoint
     "The (step, path) of the checkpoints to analyse that still lack some method's ATOMs."
     return [(s, p) for s, p in ckpts if s in steps and any((s, m) not in done for m in names)]
 
-# %% ../nbs/08_analysis.ipynb #c041
+# %% ../nbs/08_analysis.ipynb #c045
 def save_progress(table: pd.DataFrame, maps: dict, run: Path, map_frames: int, game: str):
     "Write the kept maps (if any), then the ATOM table, whose rows mark the step done."
     if maps:
@@ -181,12 +216,12 @@ def save_progress(table: pd.DataFrame, maps: dict, run: Path, map_frames: int, g
         save_weights(maps, run/'maps.safetensors', meta)
     save_table(table, run/'atoms.parquet')
 
-# %% ../nbs/08_analysis.ipynb #c043
+# %% ../nbs/08_analysis.ipynb #c047
 def analyse_command(cfg: AnalyseConfig) -> str:
     "The re-runnable `atoms analyse` command line of `cfg`."
     return command_line('atoms analyse', cfg, skip=('progress',))
 
-# %% ../nbs/08_analysis.ipynb #c046
+# %% ../nbs/08_analysis.ipynb #c050
 ANALYSE_WRITES = ('atoms.parquet', 'maps.safetensors')   # the files `atoms analyse` writes
 
 def analyse_settings(cfg: AnalyseConfig) -> dict:
@@ -194,19 +229,41 @@ def analyse_settings(cfg: AnalyseConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items()
             if k not in ('run', 'methods', 'threads', 'progress')}
 
-# %% ../nbs/08_analysis.ipynb #c049
-def check_legacy_settings(run: Path, settings: dict):
-    "Refuse to resume rows of an older analysis (recorded only in the config) with other settings."
-    m = read_manifest(run)
-    old = m.get('config', {}).get('analyse')
-    if 'analyse' in m.get('commands', {}) or not old or not (run/'atoms.parquet').exists(): return
-    changed = [f'{k}: {old.get(k)!r} -> {v!r}' for k, v in settings.items() if old.get(k) != v]
+# %% ../nbs/08_analysis.ipynb #c053
+LEGACY_SETTINGS = {'relevance_seed': RelevanceSeed.OUTPUT}   # settings analyses predate: as it was
+
+def recorded_settings(manifest: dict) -> dict | None:
+    "The settings of a run's analysis as its manifest records them (legacy values filled in)."
+    record = manifest.get('commands', {}).get('analyse')
+    old = record['settings'] if record else manifest.get('config', {}).get('analyse')
+    return None if old is None else {**LEGACY_SETTINGS, **old}
+
+# %% ../nbs/08_analysis.ipynb #c055
+def analysed_relevance_seed(run) -> str:
+    "The pass-1 seed of the run's ATOM table: recorded, else `output` (the table predates it)."
+    settings = recorded_settings(read_manifest(run)) or LEGACY_SETTINGS
+    return settings['relevance_seed']
+
+# %% ../nbs/08_analysis.ipynb #c058
+def check_same_settings(run: Path, settings: dict):
+    "Refuse to add rows to an analysis of `run` made with other settings."
+    if not (run/'atoms.parquet').exists(): return
+    old = recorded_settings(read_manifest(run)) or LEGACY_SETTINGS
+    changed = [f'{k}: {old[k]!r} -> {v!r}' for k, v in settings.items() if k in old and old[k] != v]
     if changed:
         raise ArtifactError(f'{run}: analyse results here were made with other settings '
                             f'({", ".join(changed)}); to start over, delete '
                             f'{", ".join(f for f in ANALYSE_WRITES if (run/f).exists())} in {run}')
 
-# %% ../nbs/08_analysis.ipynb #c051
+# %% ../nbs/08_analysis.ipynb #c061
+def settings_to_record(manifest: dict, settings: dict) -> dict:
+    "`settings` less those the analysis record lacks and that keep their legacy value."
+    record = manifest.get('commands', {}).get('analyse')
+    if record is None: return settings
+    legacy = lambda k, v: k in LEGACY_SETTINGS and LEGACY_SETTINGS[k] == v
+    return {k: v for k, v in settings.items() if k in record['settings'] or not legacy(k, v)}
+
+# %% ../nbs/08_analysis.ipynb #c063
 def check_listed_checkpoints(run: Path, ckpts: list):
     "Refuse a checkpoint that the run's manifest does not list (no finished command wrote it)."
     listed = read_manifest(run)['files']
@@ -215,7 +272,7 @@ def check_listed_checkpoints(run: Path, ckpts: list):
             raise ArtifactError(f'{path}: not listed in {run/"manifest.json"} (no finished '
                                 'command wrote it); move it out of the run to analyse the rest')
 
-# %% ../nbs/08_analysis.ipynb #c054
+# %% ../nbs/08_analysis.ipynb #c066
 def check_maps_present(run: Path):
     "Refuse a run whose table is there but whose listed relevance maps are not."
     path = run/'maps.safetensors'
@@ -224,20 +281,21 @@ def check_maps_present(run: Path):
         raise ArtifactError(f'{path}: listed in {run/"manifest.json"} but missing; restore it, '
                             'or delete atoms.parquet as well to analyse the run again')
 
-# %% ../nbs/08_analysis.ipynb #c056
+# %% ../nbs/08_analysis.ipynb #c068
 def start_analysis(cfg: AnalyseConfig) -> tuple[list, list, dict, dict]:
     "Check `cfg`, the run and its evaluation set, then record the analysis as in progress."
     methods, run = check_analyse_config(cfg), Path(cfg.run)
     ckpts = checkpoints_of(run)
     check_listed_checkpoints(run, ckpts)
     check_maps_present(run)
-    check_legacy_settings(run, analyse_settings(cfg))
+    check_same_settings(run, analyse_settings(cfg))
     _, meta = load_checkpoint(ckpts[0][1])
     evalset = eval_inputs(meta, cfg.eval_dir, cfg.n_frames)   # refuse a bad set before any write
-    begin_command(run, 'analyse', analyse_settings(cfg), ANALYSE_WRITES)
+    settings = settings_to_record(read_manifest(run), analyse_settings(cfg))
+    begin_command(run, 'analyse', settings, ANALYSE_WRITES)
     return methods, ckpts, meta, evalset
 
-# %% ../nbs/08_analysis.ipynb #c057
+# %% ../nbs/08_analysis.ipynb #c069
 def analyse(cfg: AnalyseConfig) -> Path:
     "Sweep the checkpoints of `cfg.run`; returns the path of its `atoms.parquet`."
     (methods, ckpts, meta, evalset), run = start_analysis(cfg), Path(cfg.run)
@@ -249,38 +307,211 @@ def analyse(cfg: AnalyseConfig) -> Path:
     for step, path in tqdm(work, desc=f'ATOMs {run.name}', unit='ckpt', disable=not cfg.progress):
         todo = [m for m in methods if (step, m[0]) not in done]
         parts = analyse_checkpoint(load_checkpoint(path)[0], step, evalset, todo,
-                                   maps if step in keep else None, cfg.map_frames)
+                                   maps if step in keep else None, cfg.map_frames,
+                                   cfg.relevance_seed)
         table = pd.concat([p for p in [table, *parts] if len(p)], ignore_index=True)
         save_progress(table, maps, run, cfg.map_frames, meta['config']['game'])
     end_command(run, 'analyse', command=analyse_command(cfg), seed=meta['config']['seed'],
                 config={**meta['config'], 'analyse': asdict(cfg)})
     return run/'atoms.parquet'
 
-# %% ../nbs/08_analysis.ipynb #c061
+# %% ../nbs/08_analysis.ipynb #c073
+@dataclass
+class CrossEvalConfig:
+    "ATOMs of a run's final checkpoint on every game's evaluation set (resumable per game)."
+    run: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar='RUN')]  # a finished run
+    games: tuple[str, ...] = GAMES  # the games whose evaluation sets are used
+    methods: tuple[str, ...] = DEFAULT_METHODS  # method_mode pairs, as for `atoms analyse`
+    # pass-1 seed of the two-pass relevance: output, softmax, action or above_mean
+    relevance_seed: str = RelevanceSeed.SOFTMAX
+    n_frames: int | None = None  # use only the first n frames of each set
+    eval_root: str | None = None  # folder of one evaluation set per game (default artifacts/eval)
+    out: str | None = None  # output folder (default {run}/crosseval)
+    threads: int = 1  # torch CPU threads
+    progress: bool = True  # show a progress bar
+
+# %% ../nbs/08_analysis.ipynb #c076
+def check_games(games: tuple) -> tuple:
+    "Refuse an empty list of games, a repeated game or an unknown one."
+    unknown = [g for g in games if g not in GAMES]
+    if unknown:
+        raise ValueError(f'CrossEvalConfig.games: unknown game {unknown[0]!r}; choose from {GAMES}')
+    if not games or len(set(games)) < len(games):
+        raise ValueError(f'CrossEvalConfig.games: give each game once, got {games}')
+    return games
+
+# %% ../nbs/08_analysis.ipynb #c078
+CROSSEVAL_MINIMA = dict(n_frames=1, threads=1)   # the lowest values of the numeric fields
+
+def check_crosseval_config(cfg: CrossEvalConfig) -> list[tuple[str, str, str]]:
+    "Validate `cfg`; return its methods as (name, method, mode) triples."
+    if not Path(cfg.run).is_dir():
+        raise FileNotFoundError(f'{Path(cfg.run)}: run folder not found')
+    check_games(cfg.games)
+    check_minima(cfg, CROSSEVAL_MINIMA)
+    check_relevance_seed(cfg)
+    return parse_methods(cfg.methods, 'CrossEvalConfig.methods')
+
+# %% ../nbs/08_analysis.ipynb #c081
+def eval_set_folders(cfg: CrossEvalConfig) -> dict[str, Path]:
+    "The evaluation-set folder of each game of `cfg`; a missing one is an error naming its path."
+    root = Path(cfg.eval_root) if cfg.eval_root else artifacts_dir()/'eval'
+    folders = {game: root/game for game in cfg.games}
+    for game, folder in folders.items():
+        if not (folder/'manifest.json').is_file():
+            raise FileNotFoundError(f'{folder}: no evaluation set of {game} there (make one with '
+                                    f'`atoms evalset --game {game} --out {folder}`)')
+    return folders
+
+# %% ../nbs/08_analysis.ipynb #c084
+def final_checkpoint(run: Path) -> tuple[int, Path, dict]:
+    "Step, path and training config of the final checkpoint of a finished run, once verified."
+    if not finished(run):
+        raise ArtifactError(f'{run/"manifest.json"}: training not finished (no complete '
+                            '`atoms train` recorded); finish the run first')
+    manifest, ckpts = read_manifest(run), checkpoints_of(run)
+    check_listed_checkpoints(run, ckpts)
+    step, path = ckpts[-1]
+    verify_file(run, f'checkpoints/{path.name}', manifest)
+    config = json.loads(verify_file(run, 'config.json', manifest).read_text())
+    return step, path, config
+
+# %% ../nbs/08_analysis.ipynb #c087
+def crosseval_folder(cfg: CrossEvalConfig) -> Path:
+    "The folder `cfg` writes to, refused if it is the run, above it, or another command's."
+    out, run = Path(cfg.out) if cfg.out else Path(cfg.run)/'crosseval', Path(cfg.run).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'CrossEvalConfig.out: {out} is a file, not a folder')
+    if out.resolve() in (run, *run.parents):
+        raise ValueError(f'CrossEvalConfig.out: {out} is the run folder or a folder above it')
+    m = read_manifest(out) if (out/'manifest.json').is_file() else {}
+    if set(m.get('commands', {})) - {'crosseval'}:
+        raise ValueError(f'CrossEvalConfig.out: {out} holds the results of another command')
+    return out
+
+# %% ../nbs/08_analysis.ipynb #c090
+def wide_atoms(table: pd.DataFrame) -> pd.DataFrame:
+    "An ATOM table with one column per metric: one row per step, method and object."
+    wide = table.pivot(index=['step', 'method', 'object'], columns='metric', values='value')
+    wide = wide[[m for m in METRICS if m in wide.columns]].reset_index()
+    wide.columns.name = None
+    return wide
+
+# %% ../nbs/08_analysis.ipynb #c093
+CROSSEVAL_WRITES = ('crosseval.parquet',)   # the files `atoms crosseval` writes
+CROSSEVAL_KEYS = ['train_game', 'eval_game', 'step', 'method', 'object']   # before the metrics
+
+def crosseval_settings(cfg: CrossEvalConfig, checkpoint: Path) -> dict:
+    "What changes the rows: frames, pass-1 seed, and the checkpoint (name and sha256)."
+    return dict(relevance_seed=cfg.relevance_seed, n_frames=cfg.n_frames,
+                eval_root=cfg.eval_root, checkpoint=checkpoint.name,
+                checkpoint_sha256=sha256(checkpoint))
+
+# %% ../nbs/08_analysis.ipynb #c095
+def crosseval_command(cfg: CrossEvalConfig) -> str:
+    "The re-runnable `atoms crosseval` command line of `cfg`."
+    return command_line('atoms crosseval', cfg, skip=('progress',))
+
+# %% ../nbs/08_analysis.ipynb #c097
+class FinalAgent(NamedTuple):
+    "A run's final agent: its network, step, checkpoint file and training config."
+    net: torch.nn.Module
+    step: int
+    path: Path
+    config: dict
+
+# %% ../nbs/08_analysis.ipynb #c098
+def crosseval_inputs(cfg: CrossEvalConfig) -> tuple[list, FinalAgent, Path, dict]:
+    "Check `cfg` and the run, then begin: methods, final agent, out folder, inputs by game."
+    methods, folders = check_crosseval_config(cfg), eval_set_folders(cfg)
+    step, path, config = final_checkpoint(Path(cfg.run))
+    out = crosseval_folder(cfg)
+    net, meta = load_checkpoint(path, expect=config)
+    sets = {g: eval_inputs(meta, str(f), cfg.n_frames, g) for g, f in folders.items()}
+    begin_command(out, 'crosseval', crosseval_settings(cfg, path), CROSSEVAL_WRITES, create=True)
+    return methods, FinalAgent(net, step, path, config), out, sets
+
+# %% ../nbs/08_analysis.ipynb #c099
+def load_crosseval_table(out: Path) -> pd.DataFrame:
+    "The cross-evaluation table in `out`, or an empty one when there is none yet."
+    path = out/'crosseval.parquet'
+    return load_table(path) if path.exists() else pd.DataFrame(columns=CROSSEVAL_KEYS)
+
+# %% ../nbs/08_analysis.ipynb #c101
+def game_rows(agent: FinalAgent,
+              game: str,             # the evaluation set's game
+              evalset: tuple,        # (obs, labels, objects), see `eval_inputs`
+              methods: list,         # (name, method, mode) triples to compute
+              relevance_seed: str,   # the pass-1 seed
+             ) -> pd.DataFrame:
+    "The cross-evaluation rows of one evaluation game: one per method and object."
+    parts = analyse_checkpoint(agent.net, agent.step, evalset, methods,
+                               relevance_seed=relevance_seed)
+    rows = wide_atoms(pd.concat(parts, ignore_index=True))
+    rows = rows.assign(train_game=agent.config['game'], eval_game=game)
+    return rows[[*CROSSEVAL_KEYS, *(c for c in rows.columns if c not in CROSSEVAL_KEYS)]]
+
+# %% ../nbs/08_analysis.ipynb #c102
+def crosseval(cfg: CrossEvalConfig) -> Path:
+    "ATOMs of the final checkpoint of `cfg.run` on each game's evaluation set; returns the table."
+    methods, agent, out, sets = crosseval_inputs(cfg)
+    torch.set_num_threads(cfg.threads)
+    table = load_crosseval_table(out)
+    done = set(zip(table['eval_game'], table['method']))
+    for game in tqdm(cfg.games, desc=f'cross-evaluation {Path(cfg.run).name}', unit='game',
+                     disable=not cfg.progress):
+        todo = [m for m in methods if (game, m[0]) not in done]
+        if not todo: continue
+        rows = game_rows(agent, game, sets[game], todo, cfg.relevance_seed)
+        table = pd.concat([t for t in (table, rows) if len(t)], ignore_index=True)
+        save_table(table, out/'crosseval.parquet')     # a finished game survives a kill
+    end_command(out, 'crosseval', crosseval_command(cfg), config=asdict(cfg),
+                seed=agent.config['seed'], checkpoint=str(agent.path), step=agent.step,
+                train_game=agent.config['game'])
+    return out/'crosseval.parquet'
+
+# %% ../nbs/08_analysis.ipynb #c106
 @dataclass
 class PackageConfig:
     "Copy the small, book-relevant part of a run into artifacts/runs/ (with a manifest)."
     run: tyro.conf.Positional[str]  # run folder
-    checkpoints: int = 8  # checkpoints to keep, spread over training (first and last included)
+    # checkpoints to copy, evenly spread and ending with the final one (1: the final only; 0: none)
+    checkpoints: int = 8
     out: str | None = None  # destination (default artifacts/runs/{run name})
 
-# %% ../nbs/08_analysis.ipynb #c064
-RUN_FILES = ('log.parquet', 'config.json', 'atoms.parquet')   # a packaged run must have these
-PACKAGED_FILES = (*RUN_FILES, 'maps.safetensors')             # copied when present
+# %% ../nbs/08_analysis.ipynb #c108
+def package_indices(n: int,  # checkpoints of the run
+                    k: int,  # checkpoints to package
+                   ) -> list[int]:
+    "Indices of the `k` of `n` checkpoints to package: evenly spread, always ending with the last."
+    if k < 0: raise ValueError(f'PackageConfig.checkpoints must be >= 0, got {k}')
+    return [n - 1] if k == 1 else spread_indices(n, k)
 
-def check_packable(run: Path) -> dict:
-    "Verify `run` against its manifest and return the manifest, if it has what packaging needs."
-    for f in RUN_FILES:
-        if not (run/f).exists():
-            raise FileNotFoundError(f'{run/f}: missing (train and analyse the run first)')
-    m = verify_artifact(run)
+# %% ../nbs/08_analysis.ipynb #c111
+def check_finished_commands(folder: Path) -> dict:
+    "Verify an artifact folder against its manifest and return it, if no command is under way."
+    m = verify_artifact(folder)
     busy = [c for c, r in m.get('commands', {}).items() if r.get('in_progress')]
     if busy:
-        raise ArtifactError(f'{run/"manifest.json"}: {busy[0]} is in progress or was '
+        raise ArtifactError(f'{folder/"manifest.json"}: {busy[0]} is in progress or was '
                             f'interrupted; finish it (run it again) before packaging')
     return m
 
-# %% ../nbs/08_analysis.ipynb #c067
+# %% ../nbs/08_analysis.ipynb #c113
+RUN_FILES = ('log.parquet', 'config.json', 'atoms.parquet')   # a packaged run must have these
+PACKAGED_FILES = (*RUN_FILES, 'maps.safetensors')             # copied when present
+PACKAGED_FOLDERS = ('crosseval', 'dbdt')   # results of other commands, copied when present
+
+def check_packable(run: Path) -> dict:
+    "Verify `run` and its result folders, and return its manifest, if it has what packaging needs."
+    for f in RUN_FILES:
+        if not (run/f).exists():
+            raise FileNotFoundError(f'{run/f}: missing (train and analyse the run first)')
+    for sub in PACKAGED_FOLDERS:
+        if (run/sub/'manifest.json').exists(): check_finished_commands(run/sub)
+    return check_finished_commands(run)
+
+# %% ../nbs/08_analysis.ipynb #c116
 def package_dest(cfg: PackageConfig) -> Path:
     "The destination of `cfg` (resolved), refusing the run itself, a folder inside it or above it."
     run = Path(cfg.run).resolve()
@@ -290,7 +521,7 @@ def package_dest(cfg: PackageConfig) -> Path:
                          'choose a folder of its own (packaging must not overwrite what it reads)')
     return dest
 
-# %% ../nbs/08_analysis.ipynb #c069
+# %% ../nbs/08_analysis.ipynb #c118
 def check_replaceable(dest: Path, run: Path):
     "Refuse a non-empty `dest` unless it is a previous package of `run` (same name and config)."
     if dest.exists() and not dest.is_dir(): raise ArtifactError(f'{dest}: a file, not a folder')
@@ -303,17 +534,40 @@ def check_replaceable(dest: Path, run: Path):
         raise ArtifactError(f'{dest}: not empty and not a previous package of {run}; '
                             'choose a new or empty --out')
 
-# %% ../nbs/08_analysis.ipynb #c071
+# %% ../nbs/08_analysis.ipynb #c121
+def save_half_maps(src: Path, dest: Path):
+    "Write the relevance maps file `src` to `dest` in float16, with the same keys and metadata."
+    maps, meta = load_weights(src)
+    save_weights({k: v.to(torch.float16) for k, v in maps.items()}, dest, meta)
+
+# %% ../nbs/08_analysis.ipynb #c123
+def read_maps(folder) -> tuple[dict[str, np.ndarray], dict]:
+    "The kept relevance maps of a run or package (verified) as float32 arrays, and their metadata."
+    maps, meta = load_artifact(folder, 'maps.safetensors')
+    return {k: v.float().numpy() for k, v in maps.items()}, meta
+
+# %% ../nbs/08_analysis.ipynb #c125
+def copy_folder(src: Path, dest: Path):
+    "Copy the files of the artifact folder `src` that its manifest lists, and the manifest."
+    for name in [*read_manifest(src)['files'], 'manifest.json']:
+        (dest/name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src/name, dest/name)
+
+# %% ../nbs/08_analysis.ipynb #c127
 def copy_run(run: Path, dest: Path, checkpoints: list[Path], listed: dict):
     "Copy into the new folder `dest` the packaged files of `run` that `listed` (its manifest) has."
-    (dest/'checkpoints').mkdir(parents=True)
-    for f in PACKAGED_FILES:
-        if (run/f).exists() and f in listed['files']:
-            shutil.copy2(run/f, dest/f)
+    dest.mkdir(parents=True)
+    for f in RUN_FILES:
+        if (run/f).exists() and f in listed['files']: shutil.copy2(run/f, dest/f)
+    if 'maps.safetensors' in listed['files']:
+        save_half_maps(run/'maps.safetensors', dest/'maps.safetensors')
+    for sub in PACKAGED_FOLDERS:
+        if (run/sub/'manifest.json').exists(): copy_folder(run/sub, dest/sub)
     for p in checkpoints:
+        (dest/'checkpoints').mkdir(exist_ok=True)
         shutil.copy2(verify_file(run, f'checkpoints/{p.name}', listed), dest/'checkpoints'/p.name)
 
-# %% ../nbs/08_analysis.ipynb #c074
+# %% ../nbs/08_analysis.ipynb #c130
 def package_manifest(cfg: PackageConfig,  # the packaging command
                      dest: Path,            # the packaged run
                      source: dict,          # manifest of the source run
@@ -327,9 +581,10 @@ def package_manifest(cfg: PackageConfig,  # the packaging command
     write_manifest(dest, command=command_line('atoms package', cfg, skip=skip),
                    config=train_cfg, seed=train_cfg['seed'], source=str(run),
                    source_commands=commands, source_git_revision=source.get('git_revision'),
-                   checkpoint_steps=steps, commands=source.get('commands', {}))
+                   checkpoint_steps=steps, commands=source.get('commands', {}),
+                   complete=source.get('complete'), final_step=source.get('final_step'))
 
-# %% ../nbs/08_analysis.ipynb #c075
+# %% ../nbs/08_analysis.ipynb #c131
 def swap_in(new: Path, dest: Path):
     "Put the complete folder `new` at `dest`; a previous `dest` is deleted only after."
     old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.old.', suffix='.tmp'))
@@ -337,13 +592,21 @@ def swap_in(new: Path, dest: Path):
     os.replace(new, dest)
     shutil.rmtree(old)
 
-# %% ../nbs/08_analysis.ipynb #c077
+# %% ../nbs/08_analysis.ipynb #c133
 def clean_stale_packages(dest: Path):
     "Delete the temporary folders an interrupted packaging left beside `dest`."
     for p in dest.parent.glob(f'.{dest.name}.*.tmp'):
         if p.is_dir(): shutil.rmtree(p)
 
-# %% ../nbs/08_analysis.ipynb #c079
+# %% ../nbs/08_analysis.ipynb #c135
+def package_size(dest: Path) -> str:
+    "A package's size: its tables, maps and manifests, and its checkpoints, in MB."
+    files = [p for p in dest.rglob('*') if p.is_file()]
+    weights = sum(p.stat().st_size for p in files if p.parent == dest/'checkpoints')
+    rest = sum(p.stat().st_size for p in files) - weights
+    return f'{dest}: {rest / 1e6:.2f} MB without weights, {weights / 1e6:.2f} MB of checkpoints'
+
+# %% ../nbs/08_analysis.ipynb #c137
 def package_run(cfg: PackageConfig) -> Path:
     "Package `cfg.run` into the artifacts folder; returns the destination."
     run, dest = Path(cfg.run), package_dest(cfg)
@@ -351,11 +614,12 @@ def package_run(cfg: PackageConfig) -> Path:
     check_replaceable(dest, run)
     clean_stale_packages(dest)
     ck = checkpoints_of(run)
-    pick = spread_indices(len(ck), cfg.checkpoints)
+    pick = package_indices(len(ck), cfg.checkpoints)
     dest.parent.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.new.', suffix='.tmp'))
     copy_run(run, new/'run', [ck[i][1] for i in pick], source)
     package_manifest(cfg, new/'run', source, [ck[i][0] for i in pick])
     swap_in(new/'run', dest)
     shutil.rmtree(new)
+    print(package_size(dest))
     return dest

@@ -96,7 +96,7 @@ def _as_input(net: PixelNet, obs) -> torch.Tensor:
 
 # %% ../nbs/07_relevance.ipynb #c022
 def zennit_neuron_relevance(net: PixelNet, obs, composite='zplus_flat',
-                            relevance_seed: str = RelevanceSeed.OUTPUT,  # the pass-1 seed
+                            relevance_seed: str = RelevanceSeed.SOFTMAX,  # the pass-1 seed
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     "Pass 1 with zennit: (R_k(x) of every F_c neuron (X, K), decision output f(x) (X, A))."
     x, store = _as_input(net, obs).requires_grad_(), {}
@@ -226,7 +226,7 @@ def zplus_backward(records: list[LayerRecord], relevance: torch.Tensor,
 
 # %% ../nbs/07_relevance.ipynb #c047
 def fast_neuron_relevance(records: list[LayerRecord], out: torch.Tensor,
-                          relevance_seed: str = RelevanceSeed.OUTPUT,  # the pass-1 seed
+                          relevance_seed: str = RelevanceSeed.SOFTMAX,  # the pass-1 seed
                          ) -> torch.Tensor:
     "Pass 1 on the fast path: R_k(x) (X, K) from the head's record."
     return zplus_backward(records[-1:], _output_seed(out, relevance_seed), torch.arange(len(out)))
@@ -460,7 +460,7 @@ def explain(net: PixelNet, obs,
             composite='zplus_flat',      # LRP rules: a name in `COMPOSITES` or a zennit composite
             mode: str = Mode.TWO_PASS,   # one of `MODES`
             mass: float = 0.9,           # fraction of R⁺ that S must hold
-            relevance_seed: str = RelevanceSeed.OUTPUT,  # the pass-1 seed: `RELEVANCE_SEEDS`
+            relevance_seed: str = RelevanceSeed.SOFTMAX,  # the pass-1 seed: `RELEVANCE_SEEDS`
             backend: str = 'auto',       # 'fast' (z⁺ only), 'zennit', or 'auto' (fast if it can)
             batch: int = 256, **method_kw) -> Explanation:
     "Relevance of `obs` (X, 4, 84, 84) for `net`, in the two-pass scheme or for the chosen action."
@@ -647,7 +647,7 @@ def _fused_applies(net: PixelNet, obs, method: str, mode: str, kw: dict) -> bool
 def _fused_chunk(net: PixelNet, obs, labels, objects: dict, kw: dict) -> tuple:
     "(R_k, R̄, combined maps) of a chunk of frames on the fused path."
     records, out = zplus_forward(net, obs)
-    r = fast_neuron_relevance(records, out, kw.get('relevance_seed', RelevanceSeed.OUTPUT))
+    r = fast_neuron_relevance(records, out, kw.get('relevance_seed', RelevanceSeed.SOFTMAX))
     neurons = relevant_indices(r, kw.get('mass', 0.9))
     nr = _relevance_of(r, neurons)
     object_att, maps = fused_inputs(records, neurons, nr, labels, objects, kw.get('batch', 256))

@@ -1,15 +1,18 @@
 "Hardening of `atoms analyse` and `atoms package`: nothing a command does destroys, launders or mis-reads a run."
-import json, os, shlex, shutil
+import os, shlex, shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import tyro
 
 import atoms.analysis as analysis
-from atoms.analysis import AnalyseConfig, PackageConfig, analyse, analyse_command, package_run
-from atoms.core import ArtifactError, load_table, load_weights, read_manifest, verify_artifact
+from atoms.analysis import (AnalyseConfig, PackageConfig, analyse, analyse_command,
+                            analysed_relevance_seed, package_run, read_maps)
+from atoms.core import (ArtifactError, artifacts_dir, load_table, load_weights, read_manifest,
+                        save_manifest, verify_artifact)
 from atoms.evalset import EvalSetConfig, save_eval_set
 from atoms.training import TrainConfig, train
 from helpers import flip_byte, folder_hashes
@@ -245,6 +248,82 @@ def test_rows_of_an_analysis_recorded_only_in_the_config_are_not_mixed(analysed,
     "A run analysed before settings were recorded in `commands` (older code) is checked too."
     m = read_manifest(analysed)
     del m['commands']
-    (analysed/'manifest.json').write_text(json.dumps(m))
+    save_manifest(analysed, m)
     with pytest.raises(ArtifactError, match=r'other settings \(n_frames: None -> 3\)'):
         analyse(AnalyseConfig(str(analysed), eval_dir=es, n_frames=3, **FAST))
+
+
+# ---- the pass-1 seed: recorded, and 'output' for analyses made before it was --------------------
+
+def test_relevance_seed_is_recorded_and_changes_the_rows(run, es, tmp_path):
+    analyse(AnalyseConfig(str(run), eval_dir=es, n_frames=3, **FAST))
+    assert read_manifest(run)['config']['analyse']['relevance_seed'] == 'softmax'
+    assert analysed_relevance_seed(run) == 'softmax'
+    with pytest.raises(ArtifactError, match=r"other settings \(relevance_seed: 'softmax' -> 'output'\)"):
+        analyse(AnalyseConfig(str(run), eval_dir=es, n_frames=3, relevance_seed='output', **FAST))
+    with pytest.raises(ValueError, match=r"^AnalyseConfig.relevance_seed must be one of"):
+        analyse(AnalyseConfig(str(run), eval_dir=es, relevance_seed='logits', **FAST))
+
+
+def test_an_analysis_that_predates_the_relevance_seed_counts_as_output(run, es):
+    "Its record lacks `relevance_seed`: resuming with 'output' adds to it, 'softmax' is refused."
+    analyse(AnalyseConfig(str(run), eval_dir=es, n_frames=3, relevance_seed='output', **FAST))
+    m = read_manifest(run)
+    del m['commands']['analyse']['settings']['relevance_seed']
+    del m['config']['analyse']['relevance_seed']
+    save_manifest(run, m)
+    assert analysed_relevance_seed(run) == 'output'
+    with pytest.raises(ArtifactError, match=r"other settings \(relevance_seed: 'output' -> 'softmax'\)"):
+        analyse(AnalyseConfig(str(run), eval_dir=es, n_frames=3, **FAST))
+    before = load_table(run/'atoms.parquet')
+    analyse(AnalyseConfig(str(run), eval_dir=es, n_frames=3, relevance_seed='output',
+                          methods=('lrp_two_pass', 'gradient_action'), **FAST))
+    after = load_table(run/'atoms.parquet')
+    assert set(after.method) == {'lrp_two_pass', 'lrp_action', 'gradient_action'}
+    pd.testing.assert_frame_equal(after.iloc[:len(before)], before)
+    assert 'relevance_seed' not in read_manifest(run)['commands']['analyse']['settings']
+
+
+# ---- light packages: the final checkpoint only, or none; maps in float16 --------------------------
+
+@pytest.mark.parametrize('checkpoints, kept', [(0, []), (1, ['step_000000480.safetensors']),
+                                               (2, ['step_000000000.safetensors',
+                                                    'step_000000480.safetensors'])])
+def test_package_keeps_the_asked_checkpoints_ending_with_the_final(analysed, tmp_path, capsys,
+                                                                   checkpoints, kept):
+    out = package_run(PackageConfig(str(analysed), out=str(tmp_path/'pkg'), checkpoints=checkpoints))
+    m = verify_artifact(out)
+    assert sorted(p.name for p in (out/'checkpoints').glob('*')) == kept
+    assert m['checkpoint_steps'] == [int(k[5:14]) for k in kept] and m['complete'] is True
+    pd.testing.assert_frame_equal(load_table(out/'atoms.parquet'), load_table(analysed/'atoms.parquet'))
+    assert 'MB without weights' in capsys.readouterr().out
+
+
+def test_package_maps_are_float16_and_read_back_as_float32(analysed, tmp_path):
+    out = package_run(PackageConfig(str(analysed), out=str(tmp_path/'pkg'), checkpoints=0))
+    assert {v.dtype for v in load_weights(out/'maps.safetensors')[0].values()} == {torch.float16}
+    assert {v.dtype for v in load_weights(analysed/'maps.safetensors')[0].values()} == {torch.float32}
+    packed, meta = read_maps(out)
+    full, _ = read_maps(analysed)
+    assert sorted(packed) == sorted(full) and meta['game'] == 'pong'
+    for k in full:
+        assert packed[k].dtype == full[k].dtype == np.float32
+        np.testing.assert_allclose(packed[k], full[k], rtol=1e-3, atol=1e-7)
+
+
+def test_package_refuses_a_negative_number_of_checkpoints(analysed, tmp_path):
+    with pytest.raises(ValueError, match='PackageConfig.checkpoints must be >= 0, got -1'):
+        package_run(PackageConfig(str(analysed), out=str(tmp_path/'pkg'), checkpoints=-1))
+    assert not (tmp_path/'pkg').exists()
+
+
+
+def test_a_committed_package_without_an_analysis_record_counts_as_output(tmp_path):
+    "The committed packages predate both the analysis record and the setting: 'softmax' is refused."
+    run = Path(shutil.copytree(artifacts_dir()/'runs'/'pong__a2c__1', tmp_path/'pong__a2c__1'))
+    assert 'analyse' not in read_manifest(run).get('commands', {})
+    assert analysed_relevance_seed(run) == 'output'
+    before = folder_hashes(run)
+    with pytest.raises(ArtifactError, match=r"other settings \(relevance_seed: 'output' -> 'softmax'\)"):
+        analyse(AnalyseConfig(str(run), progress=False))
+    assert folder_hashes(run) == before
