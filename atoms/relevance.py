@@ -24,10 +24,10 @@ from .attention import (relevant_neurons, object_attention, combine_maps, atoms_
 
 # %% auto #0
 __all__ = ['COMPOSITES', 'RELEVANCE_SEEDS', 'MODES', 'METHODS', 'METHOD_LABELS', 'ZPlusFlat', 'make_composite', 'RelevanceSeed',
-           'zennit_neuron_relevance', 'zennit_pixel_relevance', 'LayerRecord', 'zplus_forward', 'zplus_backward',
-           'fast_neuron_relevance', 'fast_pixel_relevance', 'Mode', 'gradient_maps', 'occlusion_maps', 'method_label',
-           'Method', 'Explanation', 'relevant_indices', 'explain', 'fused_inputs', 'checkpoint_atoms',
-           'synthetic_frames']
+           'initial_relevance', 'zennit_neuron_relevance', 'zennit_pixel_relevance', 'LayerRecord', 'zplus_forward',
+           'zplus_backward', 'fast_neuron_relevance', 'fast_pixel_relevance', 'Mode', 'gradient_maps', 'occlusion_maps',
+           'method_label', 'Method', 'Explanation', 'relevant_indices', 'relevance_of', 'explain', 'fused_inputs',
+           'checkpoint_atoms', 'synthetic_frames']
 
 # %% ../nbs/07_relevance.ipynb #c005
 class ZPlusFlat(SpecialFirstLayerMapComposite):
@@ -73,7 +73,7 @@ class RelevanceSeed:
 RELEVANCE_SEEDS = tuple(v for k, v in vars(RelevanceSeed).items() if k.isupper())  # in order
 
 # %% ../nbs/07_relevance.ipynb #c016
-def _output_seed(out: torch.Tensor,       # (X, A) decision output f(x)
+def initial_relevance(out: torch.Tensor,       # (X, A) decision output f(x)
                  relevance_seed: str,     # one of `RELEVANCE_SEEDS`
                 ) -> torch.Tensor:
     "Initial relevance (X, A) at the decision output: the pass-1 seed."
@@ -104,7 +104,7 @@ def zennit_neuron_relevance(net: PixelNet, obs, composite='zplus_flat',
     try:
         with make_composite(composite).context(nn.Sequential(net.body, net.head)) as model:
             out = model(x)
-            seeds = _output_seed(out.detach(), relevance_seed)
+            seeds = initial_relevance(out.detach(), relevance_seed)
             r, = torch.autograd.grad(out, store['fc'], grad_outputs=seeds)
     finally:
         handle.remove()
@@ -229,7 +229,7 @@ def fast_neuron_relevance(records: list[LayerRecord], out: torch.Tensor,
                           relevance_seed: str = RelevanceSeed.SOFTMAX,  # the pass-1 seed
                          ) -> torch.Tensor:
     "Pass 1 on the fast path: R_k(x) (X, K) from the head's record."
-    return zplus_backward(records[-1:], _output_seed(out, relevance_seed), torch.arange(len(out)))
+    return zplus_backward(records[-1:], initial_relevance(out, relevance_seed), torch.arange(len(out)))
 
 # %% ../nbs/07_relevance.ipynb #c050
 def _fc_one_hot(records: list[LayerRecord],
@@ -381,7 +381,7 @@ def relevant_indices(neuron_relevance: torch.Tensor, mass: float) -> torch.Tenso
     return torch.where(torch.gather(mask, 1, order), order, -1)
 
 # %% ../nbs/07_relevance.ipynb #c083
-def _relevance_of(neuron_relevance: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
+def relevance_of(neuron_relevance: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
     "R_k of the columns `neurons` (X, J), 0 for padding."
     return torch.where(neurons >= 0, torch.gather(neuron_relevance, 1, neurons.clamp(min=0)), 0.)
 
@@ -413,7 +413,7 @@ def _lrp_maps(net: PixelNet, obs, composite, mode: str, neurons: torch.Tensor, o
               batch: int) -> torch.Tensor:
     "LRP pass 2 (two-pass mode) or the chosen action's single-pass map (action mode)."
     if mode == Mode.ACTION:
-        seeds = _output_seed(out, 'action')
+        seeds = initial_relevance(out, 'action')
         if records is not None:
             return zplus_backward(records, seeds, torch.arange(len(out))).unsqueeze(1)
         return _zennit_action(net, obs, composite, seeds)
@@ -471,7 +471,7 @@ def explain(net: PixelNet, obs,
     records, r, out = _first_pass(net, obs, composite, relevance_seed, fast)
     if mode == Mode.TWO_PASS:
         neurons = relevant_indices(r, mass)
-        nr = _relevance_of(r, neurons)
+        nr = relevance_of(r, neurons)
     else:
         neurons, nr = out.argmax(1, keepdim=True), torch.ones(out.shape[0], 1)
     if method == 'lrp':
@@ -649,7 +649,7 @@ def _fused_chunk(net: PixelNet, obs, labels, objects: dict, kw: dict) -> tuple:
     records, out = zplus_forward(net, obs)
     r = fast_neuron_relevance(records, out, kw.get('relevance_seed', RelevanceSeed.SOFTMAX))
     neurons = relevant_indices(r, kw.get('mass', 0.9))
-    nr = _relevance_of(r, neurons)
+    nr = relevance_of(r, neurons)
     object_att, maps = fused_inputs(records, neurons, nr, labels, objects, kw.get('batch', 256))
     return nr.numpy().astype(np.float64), object_att, maps
 
