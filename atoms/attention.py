@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SUBSET_SEP', 'METRICS', 'label_index', 'relevant_neurons', 'object_attention', 'hierarchical_from',
+__all__ = ['SUBSET_SEP', 'OBJECT_COLOURS', 'METRICS', 'label_index', 'relevant_neurons', 'object_attention', 'hierarchical_from',
            'hierarchical_attention', 'normalise', 'ranking', 'subsets', 'subset_name', 'combinatorial_from',
-           'combinatorial_attention', 'combine_maps', 'skipped_frames', 'relevance_share', 'Metric', 'atoms_rows',
-           'atoms_table']
+           'combinatorial_attention', 'combine_maps', 'skipped_frames', 'relevance_share', 'colour_scale', 'Metric',
+           'atoms_rows', 'atoms_table']
 
 # %% ../nbs/06_attention.ipynb #c005
 def _as_numpy(a, dtype=None) -> np.ndarray:
@@ -259,6 +259,19 @@ def relevance_share(pixel_relevance, labels, objects: dict,
     return dict(zip(names, np.where(absent, np.nan, mean).tolist()))
 
 # %% ../nbs/06_attention.ipynb #c058
+OBJECT_COLOURS = {'agent_paddle': '#4e79a7', 'opponent_paddle': '#f28e2b', 'ball': '#59a14f',
+                  'ball_a': '#76b7b2', 'ball_b': '#edc948', 'target': '#e15759',
+                  'distractor': '#b07aa1', 'background': '#bab0ac'}  # object name -> colour
+
+# %% ../nbs/06_attention.ipynb #c060
+def colour_scale(objects=None) -> dict:
+    "Domain and range of a colour scale over `objects` (default: all), in the book's palette."
+    objects = list(OBJECT_COLOURS) if objects is None else list(objects)
+    unknown = [o for o in objects if o not in OBJECT_COLOURS]
+    if unknown: raise ValueError(f'no colour for object(s) {unknown}; add them to OBJECT_COLOURS')
+    return dict(domain=objects, range=[OBJECT_COLOURS[o] for o in objects])
+
+# %% ../nbs/06_attention.ipynb #c063
 class Metric:
     "The names of the ATOMs in the `metric` column of an ATOM table."
     HIERARCHICAL = 'hierarchical'
@@ -271,10 +284,10 @@ class Metric:
     SHARE_POS_SKIPPED = 'share_pos_skipped'
     SHARE_ABS_SKIPPED = 'share_abs_skipped'
 
-# %% ../nbs/06_attention.ipynb #c060
+# %% ../nbs/06_attention.ipynb #c065
 METRICS = tuple(v for k, v in vars(Metric).items() if k.isupper())  # every metric name, in order
 
-# %% ../nbs/06_attention.ipynb #c063
+# %% ../nbs/06_attention.ipynb #c068
 def _share_metrics(maps, labels, objects) -> dict:
     "The relevance shares of the per-frame maps and their skipped frames: metric -> {object: value}."
     skipped = {mode: dict.fromkeys(objects, skipped_frames(maps, mode)) for mode in ('pos', 'abs')}
@@ -284,7 +297,7 @@ def _share_metrics(maps, labels, objects) -> dict:
             Metric.SHARE_ABS_PER_PX: relevance_share(maps, labels, objects, 'abs', per_pixel=True),
             Metric.SHARE_POS_SKIPPED: skipped['pos'], Metric.SHARE_ABS_SKIPPED: skipped['abs']}
 
-# %% ../nbs/06_attention.ipynb #c065
+# %% ../nbs/06_attention.ipynb #c070
 def atoms_rows(neuron_relevance, object_att, names, step: int, method: str,
                maps=None,     # (X, *frame) combined maps, for the relevance-share metrics
                labels=None,   # (X, *frame) labels of `maps`
@@ -300,7 +313,7 @@ def atoms_rows(neuron_relevance, object_att, names, step: int, method: str,
     return [dict(step=int(step), object=g, metric=m, method=method, value=float(v))
             for m, d in metrics.items() for g, v in d.items()]
 
-# %% ../nbs/06_attention.ipynb #c067
+# %% ../nbs/06_attention.ipynb #c072
 def atoms_table(neuron_relevance, pixel_relevance, labels, objects: dict, step: int, method: str,
                 alpha: float = 0.25, outside: str = 'le') -> pd.DataFrame:
     "Every ATOM of one checkpoint and method as a tidy DataFrame (one row per object and metric)."

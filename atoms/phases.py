@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_phases.ipynb #c002
 from __future__ import annotations
-import functools
+import functools, json
 from dataclasses import dataclass
 from pathlib import Path
 import altair as alt
@@ -12,20 +12,25 @@ import numpy as np
 import pandas as pd
 import ruptures as rpt
 from ruptures.base import BaseCost
-from scipy.stats import bootstrap
+from scipy.stats import binomtest, bootstrap, t as student_t
 from .core import load_table
-from .attention import Metric
+from .attention import Metric, colour_scale
 from .relevance import Method
 
 # %% auto #0
-__all__ = ['SCORE', 'SYNTHETIC_LEVELS', 'MODELS', 'pivot_atoms', 'complete_objects', 'score_at', 'trajectory', 'log_schedule',
-           'power_schedule', 'log_logistic', 'stepped_levels', 'synthetic_trajectory', 'load_trajectory', 'noise_scale',
-           'standardise', 'CostTrend', 'best_split_gain', 'null_penalty', 'bic_penalty', 'Phases', 'check_steps',
-           'check_trajectory', 'standardised_objects', 'detect_phases', 'phase_costs', 'first_held', 'crossing_step',
-           'rise_step', 'paddle_rise', 'score_rise', 'RiseLags', 'rise_lag', 'percentile_ci', 'bootstrap_mean',
-           'summarise_rises', 'rise_lags', 'BoundaryConsistency', 'boundary_distance', 'log_boundaries',
-           'pair_agreement', 'boundary_consistency', 'log_step_axis', 'rule_chart', 'attention_chart', 'score_chart',
-           'plot_trajectory']
+__all__ = ['SCORE', 'SYNTHETIC_LEVELS', 'MODELS', 'PHASES', 'CONSISTENT', 'PADDLE_LATE', 'DISTINCT_ATTENTION', 'pivot_atoms',
+           'complete_objects', 'score_at', 'trajectory', 'log_schedule', 'power_schedule', 'log_logistic',
+           'stepped_levels', 'synthetic_trajectory', 'load_trajectory', 'noise_scale', 'standardise', 'CostTrend',
+           'best_split_gain', 'null_penalty', 'bic_penalty', 'Phases', 'check_steps', 'check_trajectory',
+           'standardised_objects', 'detect_phases', 'phase_costs', 'first_held', 'crossing_step', 'rise_step',
+           'paddle_rise', 'score_rise', 'RiseLags', 'rise_lag', 'percentile_ci', 'bootstrap_mean', 'summarise_rises',
+           'rise_lags', 'BoundaryConsistency', 'boundary_distance', 'log_boundaries', 'pair_agreement',
+           'boundary_consistency', 'log_step_axis', 'rule_chart', 'attention_chart', 'score_chart', 'plot_trajectory',
+           'Criterion', 'verdict', 'claim_heading', 'criterion_markdown', 'phases_test', 'cross_game_f1',
+           'random_boundaries', 'consistency_test', 'other_rises', 'paddle_lags', 't_interval', 'paddle_late_test',
+           'tv_distances', 'between_minus_within', 'distinct_attention_test', 'run_name_parts', 'run_net', 'find_runs',
+           'claim_row', 'final_skill', 'phases_claim', 'consistency_claim', 'paddle_claim', 'final_profiles',
+           'distinct_attention_claim', 'RunSet', 'load_runs', 'comparable_profiles', 'attention_claims']
 
 # %% ../nbs/09_phases.ipynb #c005
 SCORE = 'score'   # name of the score column in a trajectory
@@ -605,7 +610,8 @@ def attention_chart(df: pd.DataFrame, objs: list, x: alt.X) -> alt.Chart:
     long = df[objs].reset_index().melt(id_vars='step', var_name='object', value_name='attention')
     tooltip = ['step', 'object', alt.Tooltip('attention:Q', format='.3f')]
     return alt.Chart(long).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
-        x=x, y=alt.Y('attention:Q'), color=alt.Color('object:N'), tooltip=tooltip)
+        x=x, y=alt.Y('attention:Q'), tooltip=tooltip,
+        color=alt.Color('object:N', scale=alt.Scale(**colour_scale(objs)), title='object'))
 
 # %% ../nbs/09_phases.ipynb #c124
 def score_chart(df: pd.DataFrame, x: alt.X) -> alt.Chart:
@@ -638,3 +644,367 @@ def plot_trajectory(traj: pd.DataFrame,            # a trajectory
         bottom.append(rule_chart([s], x, color='crimson'))
     bottom = alt.layer(*bottom).properties(width=width, height=110)
     return alt.vconcat(top, bottom).resolve_scale(x='shared')
+
+# %% ../nbs/09_phases.ipynb #c130
+@dataclass(frozen=True)
+class Criterion:
+    "A claim's decision rule: the named test, its threshold, and what was revised and why."
+    claim: str           # the paper's claim, in our words
+    paper: str           # what the paper reports, in words (its figures are not available)
+    test: str            # the statistical test, named
+    threshold: str       # when the claim counts as reproduced
+    holds: str           # the finding, stated as a heading, when it is reproduced
+    fails: str           # the finding, stated as a heading, when it is not
+    min_seeds: int = 1   # seeds per game the test needs for a verdict
+    revised: str = ''    # how the rule changed after the single-seed results were seen, and why
+
+# %% ../nbs/09_phases.ipynb #c132
+def verdict(passed: bool, n_seeds: int, min_seeds: int = 1) -> str:
+    "'agree' or 'disagree' as `passed` says; 'undecided: n seed(s)' with fewer than `min_seeds`."
+    if n_seeds < min_seeds:
+        return f"undecided: {n_seeds} seed{'' if n_seeds == 1 else 's'}"
+    return 'agree' if passed else 'disagree'
+
+# %% ../nbs/09_phases.ipynb #c134
+def claim_heading(criterion: Criterion, decided: str) -> str:
+    "The heading a verdict writes: the finding if it agrees, what we found instead if not."
+    if decided == 'agree': return criterion.holds
+    if decided == 'disagree': return criterion.fails
+    return f'{criterion.claim[0].upper()}{criterion.claim[1:]}? Not decided yet ({decided[11:]})'
+
+# %% ../nbs/09_phases.ipynb #c136
+def criterion_markdown(criterion: Criterion) -> str:
+    "The text of a criterion's admonition: test, threshold, seeds needed, and any revision."
+    revised = criterion.revised or 'no: stated before any result was seen.'
+    return (f'**Test.** {criterion.test}\n\n**Threshold.** {criterion.threshold}\n\n'
+            f'**Seeds needed for a verdict.** {criterion.min_seeds} per game.\n\n'
+            f'**Revised after the single-seed results?** {revised}')
+
+# %% ../nbs/09_phases.ipynb #c139
+PHASES = Criterion(
+    claim='attention develops in phases',
+    paper='attention develops in distinct phases during training, in every game variation',
+    test=('exact binomial test (one-sided), per game, of the number of seeds with at least one '
+          'change point against the detector\'s false-alarm rate on noise, 1 − q = 0.01'),
+    threshold='p < 0.05 and phases in at least 80 % of the seeds, in every game',
+    holds='Attention develops in phases in every game',
+    fails='Attention does not develop in phases in every game',
+    revised=('yes: the single-seed rule was "at least one change point in every game", with no '
+             'test; the binomial test makes the same demand at one seed and asks for most seeds '
+             'when there are more.'))
+
+# %% ../nbs/09_phases.ipynb #c141
+def phases_test(n_boundaries,               # boundaries found per seed of one game
+                false_alarm: float = 0.01,  # chance that noise alone shows a change point
+                alpha: float = 0.05,        # significance level
+                min_share: float = 0.8,     # share of seeds that must show phases
+               ) -> dict:
+    "Binomial test of the seeds with phases against the detector's false-alarm rate."
+    n_boundaries = np.asarray(n_boundaries)
+    k, n = int((n_boundaries > 0).sum()), len(n_boundaries)
+    p = binomtest(k, n, false_alarm, alternative='greater').pvalue if n else np.nan
+    passed = bool(n and p < alpha and k / n >= min_share)
+    return dict(n_seeds=n, with_phases=k, p=float(p), passed=passed,
+                verdict=verdict(passed, n, PHASES.min_seeds))
+
+# %% ../nbs/09_phases.ipynb #c144
+CONSISTENT = Criterion(
+    claim='the phases are consistent across games',
+    paper='the phases are consistent across the game variations',
+    test=('Monte-Carlo test of the mean boundary matching score F (tolerance 0.25 decades) over '
+          'pairs of runs from different games, against runs whose boundaries (as many as found) '
+          'lie at random checkpoints of their own schedule; 2,000 simulations'),
+    threshold='p < 0.05',
+    holds='The phases fall at the same steps in every game',
+    fails='The phases do not fall at the same steps across games',
+    revised=('yes: the single-seed rule was "mean F ≥ 0.5", a level with no reference to chance; '
+             'the test compares F with what randomly placed boundaries give.'))
+
+# %% ../nbs/09_phases.ipynb #c146
+def cross_game_f1(logs: list, games: list, tol: float) -> float:
+    "Mean matching score F over the pairs of runs (log10 boundaries `logs`) from different games."
+    scores = [pair_agreement(logs[i], logs[j], tol)['f1'] for i in range(len(logs))
+              for j in range(i + 1, len(logs)) if games[i] != games[j]]
+    return float(np.mean(scores)) if scores else float('nan')
+
+# %% ../nbs/09_phases.ipynb #c148
+def random_boundaries(rng: np.random.Generator, counts: list, steps: list,
+                      min_size: int = 3) -> list:
+    "Per run, `counts[i]` distinct log10 boundaries drawn at random among the run's `steps[i]`."
+    draws = []
+    for count, run_steps in zip(counts, steps):
+        allowed = np.asarray(run_steps, float)[min_size:len(run_steps) - min_size + 1]
+        allowed = allowed[allowed > 0]
+        picked = rng.choice(allowed, size=min(count, len(allowed)), replace=False)
+        draws.append(np.sort(np.log10(picked)))
+    return draws
+
+# %% ../nbs/09_phases.ipynb #c150
+def consistency_test(boundaries: list,     # per run: boundary steps, or a `Phases`
+                     games: list,          # the game of each run
+                     steps: list,          # per run: the env steps of its checkpoints
+                     tol: float = 0.25,    # matching tolerance, decades
+                     n_sim: int = 2000,    # simulated runs with random boundaries
+                     seed: int = 0, alpha: float = 0.05) -> dict:
+    "Monte-Carlo test of cross-game boundary agreement against randomly placed boundaries."
+    if len(set(games)) < 2: raise ValueError('consistency_test needs runs of at least two games')
+    logs = log_boundaries(boundaries, list(range(len(boundaries))))
+    observed = cross_game_f1(logs, games, tol)
+    rng, counts = np.random.default_rng(seed), [len(b) for b in logs]
+    null = np.array([cross_game_f1(random_boundaries(rng, counts, steps), games, tol)
+                     for _ in range(n_sim)])
+    p = (1 + np.sum(null >= observed - 1e-12)) / (1 + n_sim)
+    n_seeds = min(games.count(g) for g in set(games))
+    return dict(n_seeds=n_seeds, f1=observed, null_f1=float(null.mean()), p=float(p),
+                passed=bool(p < alpha), verdict=verdict(p < alpha, n_seeds, CONSISTENT.min_seeds))
+
+# %% ../nbs/09_phases.ipynb #c154
+PADDLE_LATE = Criterion(
+    claim="attention to the agent's paddle comes late, with the marked rise of the score",
+    paper=("attention to the agent's own paddle emerges late in training and coincides with a "
+           'marked rise of the score'),
+    test=('Student-t 95 % confidence intervals over seeds, per game, of two lags in decades: '
+          "the paddle's rise minus the score's rise, and the paddle's rise minus the median rise "
+          'of the other objects (rise: half-way crossing, held for 3 checkpoints)'),
+    threshold=('in every game whose agents learned it (final skill ≥ 0.5): the interval of the '
+               'lag to the score within ±0.3 decades, and the interval of the lag to the other '
+               'objects above 0'),
+    holds="Attention to the paddle comes late, with the score's rise",
+    fails="Attention to the paddle does not come late with the score's rise in every game",
+    min_seeds=2,
+    revised=('yes: the single-seed rule compared one lag with ±0.3 decades; an interval over '
+             'seeds replaces the point, and "late" is now also measured against the other '
+             "objects' rises, not only against the score."))
+
+# %% ../nbs/09_phases.ipynb #c156
+def other_rises(traj: pd.DataFrame, column: str = 'agent_paddle', **kw) -> float:
+    "Median env step (in log-step) of the rises of the objects other than `column` that rise."
+    others = [c for c in check_trajectory(traj) if c not in (column, 'background')]
+    steps = np.array([rise_step(traj, c, **kw) for c in others])
+    steps = steps[np.isfinite(steps)]
+    return float(10**np.median(np.log10(steps))) if len(steps) else float('nan')
+
+# %% ../nbs/09_phases.ipynb #c159
+def paddle_lags(traj: pd.DataFrame, column: str = 'agent_paddle', frac: float = 0.5,
+                **kw) -> dict:
+    "The paddle's rise against the score's rise and the other objects' rises, in decades."
+    lag = rise_lag(traj, column, frac, **kw)
+    paddle, others = lag['paddle_step'], other_rises(traj, column, frac=frac, **kw)
+    lag_others = np.log10(paddle / others) if paddle > 0 and others > 0 else float('nan')
+    return dict(paddle_step=paddle, score_step=lag['score_step'], others_step=others,
+                lag_score=lag['lag_decades'], lag_others=float(lag_others))
+
+# %% ../nbs/09_phases.ipynb #c161
+def t_interval(x, confidence: float = 0.95) -> tuple[float, float]:
+    "Student-t confidence interval of the mean of the finite values of `x` (NaN below 2 values)."
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    if len(x) < 2: return float('nan'), float('nan')
+    if np.ptp(x) == 0: return float(x[0]), float(x[0])
+    half = student_t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean() - half), float(x.mean() + half)
+
+# %% ../nbs/09_phases.ipynb #c163
+def paddle_late_test(lags: pd.DataFrame,        # one row per seed of one game (`paddle_lags`)
+                     margin: float = 0.3,       # decades: "with the score"
+                     confidence: float = 0.95) -> dict:
+    "Is the paddle late (after the other objects) and with the score, by intervals over seeds?"
+    lo_score, hi_score = t_interval(lags.lag_score, confidence)
+    lo_others, hi_others = t_interval(lags.lag_others, confidence)
+    n = len(lags)   # a seed whose paddle never rises counts, and leaves the interval NaN
+    passed = bool(-margin <= lo_score and hi_score <= margin and lo_others > 0)
+    return dict(n_seeds=n, lag_score=float(lags.lag_score.mean()), lag_score_lo=lo_score,
+                lag_score_hi=hi_score, lag_others=float(lags.lag_others.mean()),
+                lag_others_lo=lo_others, lag_others_hi=hi_others, passed=passed,
+                verdict=verdict(passed, n, PADDLE_LATE.min_seeds))
+
+# %% ../nbs/09_phases.ipynb #c167
+DISTINCT_ATTENTION = Criterion(
+    claim='agents trained on different games attend differently',
+    paper='agents trained on different game variations develop distinct attention patterns',
+    test=('permutation test (10,000 relabellings of runs to games) of the mean total-variation '
+          'distance between the final attention profiles of runs of different games minus that '
+          'between runs (seeds) of the same game; hierarchical attention per object, every agent '
+          'on the same frames where cross-evaluation tables exist'),
+    threshold='p < 0.05',
+    holds='Agents trained on different games attend differently',
+    fails='Agents of different games attend no more differently than seeds of one game',
+    min_seeds=2,
+    revised=('yes: the single-seed rule was "total variation > 0.1 between every two games, all '
+             'balls counted together"; lumping the balls threw away the difference between the '
+             'target and the distractor, and 0.1 had no reference to seed-to-seed variation, '
+             'which the permutation test supplies.'))
+
+# %% ../nbs/09_phases.ipynb #c169
+def tv_distances(profiles: pd.DataFrame) -> np.ndarray:
+    "Total-variation distance between every two rows of `profiles` (objects as columns, NaN = 0)."
+    x = profiles.fillna(0).to_numpy(float)
+    return 0.5 * np.abs(x[:, None] - x[None]).sum(-1)
+
+# %% ../nbs/09_phases.ipynb #c171
+def between_minus_within(dist: np.ndarray, games: np.ndarray) -> float:
+    "Mean distance between runs of different games minus the mean between runs of the same game."
+    same = games[:, None] == games[None]
+    return float(dist[~same].mean() - dist[same & ~np.eye(len(games), dtype=bool)].mean())
+
+# %% ../nbs/09_phases.ipynb #c173
+def distinct_attention_test(profiles: pd.DataFrame,  # one row per run, one column per object
+                            games,                   # the game each run was trained on
+                            n_perm: int = 10_000, seed: int = 0, alpha: float = 0.05) -> dict:
+    "Permutation test: do runs of different games differ more than seeds of the same game?"
+    games, dist = np.asarray(games), tv_distances(profiles)
+    n_seeds = int(min((games == g).sum() for g in set(games)))
+    between = float(dist[games[:, None] != games[None]].mean())
+    if n_seeds < DISTINCT_ATTENTION.min_seeds:
+        return dict(n_seeds=n_seeds, between=between, within=np.nan, p=np.nan, passed=False,
+                    verdict=verdict(False, n_seeds, DISTINCT_ATTENTION.min_seeds))
+    observed, rng = between_minus_within(dist, games), np.random.default_rng(seed)
+    null = np.array([between_minus_within(dist, rng.permutation(games)) for _ in range(n_perm)])
+    p = float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_perm))
+    return dict(n_seeds=n_seeds, between=between, within=between - observed, p=p,
+                passed=p < alpha, verdict=verdict(p < alpha, n_seeds, DISTINCT_ATTENTION.min_seeds))
+
+# %% ../nbs/09_phases.ipynb #c177
+def run_name_parts(name: str) -> dict:
+    "Game, algorithm, network (None when the name has none) and seed of a run folder's name."
+    parts = name.split('__')
+    if len(parts) not in (3, 4) or not parts[-1].isdigit():
+        raise ValueError(f'{name}: not a run name {{game}}__{{algo}}[__{{net}}]__{{seed}}')
+    return dict(game=parts[0], algo=parts[1], net=parts[2] if len(parts) == 4 else None,
+                seed=int(parts[-1]))
+
+# %% ../nbs/09_phases.ipynb #c179
+def run_net(path: Path, named: str | None = None) -> str:
+    "A run's network: `named` (from its folder name), else its `config.json`'s `net`, else '?'."
+    if named: return named
+    config = Path(path)/'config.json'
+    return json.loads(config.read_text()).get('net', '?') if config.exists() else '?'
+
+# %% ../nbs/09_phases.ipynb #c181
+def find_runs(folder, algo: str = 'a2c', net: str | None = None) -> pd.DataFrame:
+    "Run folders `{game}__{algo}[__{net}]__{seed}` under `folder` with an ATOM table, one row each."
+    rows = []
+    for path in sorted(Path(folder).glob(f'*__{algo}__*')):
+        if not (path/'atoms.parquet').exists(): continue
+        parts = run_name_parts(path.name)
+        rows.append(dict(run=path.name, **parts | dict(net=run_net(path, parts['net'])), path=path))
+    runs = pd.DataFrame(rows, columns=['run', 'game', 'algo', 'net', 'seed', 'path'])
+    return runs if net is None else runs[runs.net == net].reset_index(drop=True)
+
+# %% ../nbs/09_phases.ipynb #c183
+def claim_row(criterion: Criterion, result: dict, measured: str, chapter: str = '') -> dict:
+    "One row of a claims table: the paper says, we measured, seeds, verdict, and its heading."
+    return dict(claim=criterion.claim, paper=criterion.paper, measured=measured,
+                seeds=result['n_seeds'], verdict=result['verdict'], chapter=chapter,
+                heading=claim_heading(criterion, result['verdict']))
+
+# %% ../nbs/09_phases.ipynb #c185
+def final_skill(traj: pd.DataFrame, n_last: int = 5) -> float:
+    "Mean score (greedy points-won rate, the skill) of the last `n_last` checkpoints."
+    return float(traj[SCORE].iloc[-n_last:].mean())
+
+# %% ../nbs/09_phases.ipynb #c188
+def phases_claim(phases: dict, games: dict, chapter: str = '') -> tuple[dict, pd.DataFrame]:
+    "The phases claim: per game, `phases_test` on the runs' boundary counts."
+    counts = pd.DataFrame({'game': games, 'boundaries': {r: len(p.boundaries)
+                                                         for r, p in phases.items()}})
+    table = pd.DataFrame({g: phases_test(d.boundaries) for g, d in counts.groupby('game')}).T
+    result = dict(n_seeds=int(table.n_seeds.min()), verdict=verdict(
+        bool(table.passed.all()), int(table.n_seeds.min()), PHASES.min_seeds))
+    measured = '; '.join(f'{g}: phases in {r.with_phases} of {r.n_seeds} seeds (p = {r.p:.2g})'
+                         for g, r in table.iterrows())
+    return claim_row(PHASES, result, measured, chapter), table
+
+# %% ../nbs/09_phases.ipynb #c190
+def consistency_claim(phases: dict, games: dict, trajs: dict, tol: float = 0.25,
+                      chapter: str = '', **kw) -> tuple[dict, dict]:
+    "The consistency claim: `consistency_test` over the runs of every game."
+    runs = list(phases)
+    result = consistency_test([phases[r] for r in runs], [games[r] for r in runs],
+                              [list(trajs[r].index) for r in runs], tol=tol, **kw)
+    measured = (f"mean cross-game matching F = {result['f1']:.2f} against "
+                f"{result['null_f1']:.2f} for random boundaries (p = {result['p']:.2g})")
+    return claim_row(CONSISTENT, result, measured, chapter), result
+
+# %% ../nbs/09_phases.ipynb #c192
+def paddle_claim(trajs: dict, games: dict, min_skill: float = 0.5, margin: float = 0.3,
+                 chapter: str = '', **kw) -> tuple[dict, pd.DataFrame]:
+    "The late-paddle claim: per game whose runs learned it, `paddle_late_test` over its seeds."
+    lags = pd.DataFrame({r: paddle_lags(t, **kw) | dict(game=games[r], skill=final_skill(t))
+                         for r, t in trajs.items()}).T
+    learned = lags[lags.skill.astype(float) >= min_skill]
+    table = pd.DataFrame({g: paddle_late_test(d.astype({'lag_score': float,
+                                                         'lag_others': float}), margin)
+                          for g, d in learned.groupby('game')}).T
+    n = int(table.n_seeds.min()) if len(table) else 0
+    result = dict(n_seeds=n, verdict=verdict(bool(len(table) and table.passed.all()), n,
+                                             PADDLE_LATE.min_seeds))
+    measured = '; '.join(f'{g}: paddle {r.lag_score:+.2f} decades from the score, '
+                         f'{r.lag_others:+.2f} from the other objects' for g, r in table.iterrows())
+    return claim_row(PADDLE_LATE, result, measured, chapter), lags
+
+# %% ../nbs/09_phases.ipynb #c194
+def final_profiles(tables: dict, metric: str = Metric.HIERARCHICAL_NORM,
+                   method: str = Method.LRP_TWO_PASS) -> pd.DataFrame:
+    "Each run's final-checkpoint attention profile: one row per run, one column per object."
+    rows = {}
+    for run, atoms in tables.items():
+        last = atoms[(atoms.step == atoms.step.max()) & (atoms.metric == metric)
+                     & (atoms.method == method)]
+        rows[run] = last.set_index('object').value
+    return pd.DataFrame(rows).T.drop(columns='background', errors='ignore')
+
+# %% ../nbs/09_phases.ipynb #c196
+def distinct_attention_claim(profiles: pd.DataFrame, games: dict, chapter: str = '',
+                             **kw) -> tuple[dict, dict]:
+    "The distinct-attention claim: `distinct_attention_test` on the runs' final profiles."
+    result = distinct_attention_test(profiles, [games[r] for r in profiles.index], **kw)
+    within = ('no within-game distance (1 seed per game)' if np.isnan(result['within'])
+              else f"within games {result['within']:.2f}, p = {result['p']:.2g}")
+    measured = f"mean total variation between games {result['between']:.2f}; {within}"
+    return claim_row(DISTINCT_ATTENTION, result, measured, chapter), result
+
+# %% ../nbs/09_phases.ipynb #c199
+@dataclass
+class RunSet:
+    "The runs of one algorithm under a folder, read once: what the claims are decided on."
+    runs: pd.DataFrame   # `find_runs`: run, game, algo, seed, path
+    games: dict          # run -> game
+    trajs: dict          # run -> trajectory (hierarchical_norm, two-pass LRP)
+    tables: dict         # run -> ATOM table
+    phases: dict         # run -> `Phases`
+    net: str = ''        # the network of every run in the set
+
+# %% ../nbs/09_phases.ipynb #c200
+def load_runs(folder, algo: str = 'a2c', net: str | None = None) -> RunSet:
+    "Every run of `algo` and `net` (default: the net with most runs) under `folder`, read."
+    runs = find_runs(folder, algo)
+    if not len(runs): raise FileNotFoundError(f'{folder}: no analysed {algo} runs')
+    net = runs.net.value_counts().index[0] if net is None else net
+    runs = runs[runs.net == net].reset_index(drop=True)
+    trajs = {r.run: load_trajectory(r.path) for r in runs.itertuples()}
+    tables = {r.run: load_table(r.path/'atoms.parquet') for r in runs.itertuples()}
+    return RunSet(runs, dict(zip(runs.run, runs.game)), trajs, tables,
+                  {run: detect_phases(t) for run, t in trajs.items()}, net)
+
+# %% ../nbs/09_phases.ipynb #c202
+def comparable_profiles(profiles: pd.DataFrame) -> pd.DataFrame:
+    "Final profiles on the objects every game has: the two paddles, and all balls together."
+    balls = [c for c in profiles.columns if c not in ('agent_paddle', 'opponent_paddle')]
+    return profiles[['agent_paddle', 'opponent_paddle']].assign(
+        balls=profiles[balls].sum(axis=1, min_count=1))
+
+# %% ../nbs/09_phases.ipynb #c204
+def attention_claims(runset: RunSet, chapter: str = 'paper/01_attention') -> tuple:
+    "The four claims about attention over training: claims table, and each test's details."
+    games, trajs = runset.games, runset.trajs
+    phases_row, phases_table = phases_claim(runset.phases, games, chapter)
+    consistent_row, consistent = consistency_claim(runset.phases, games, trajs, chapter=chapter)
+    paddle_row, lags = paddle_claim(trajs, games, chapter=chapter)
+    profiles = final_profiles(runset.tables)
+    distinct_row, distinct = distinct_attention_claim(comparable_profiles(profiles), games,
+                                                      chapter=chapter)
+    claims = pd.DataFrame([phases_row, consistent_row, paddle_row, distinct_row],
+                          index=['phases', 'consistent', 'paddle', 'distinct'])
+    return claims, dict(phases=phases_table, consistent=consistent, lags=lags,
+                        profiles=profiles, distinct=distinct)

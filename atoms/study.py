@@ -47,6 +47,8 @@ class StudyConfig:
     relevance_seed: str = 'softmax'  # pass-1 seed of the two-pass relevance (analysis, crosseval)
     n_frames: int | None = None  # analyse only the first n frames of the evaluation set
     map_checkpoints: int = 8  # checkpoints whose relevance maps are kept
+    map_frames: int = 3  # frames per kept checkpoint (3 keeps a package under 1 MB without weights)
+    crosseval_games: tuple[str, ...] = GAMES  # evaluation sets every final agent is analysed on
     dbdt_trials: int = 200  # DBDT trials per scene game (two-ball games only)
     runs_root: str | None = None  # folder of the run folders (default runs/)
     packages: str | None = None  # folder of the packages (default artifacts/runs/)
@@ -94,7 +96,8 @@ NETS = get_args(get_type_hints(TrainConfig)['net'])   # network sizes, as TrainC
 # %% ../nbs/11_study.ipynb #c020
 def validate(cfg: StudyConfig) -> StudyConfig:
     "Check the grid's names and seeds; a bad one raises a ValueError naming the field."
-    for field, allowed in dict(games=GAMES, algos=tuple(ALGO_DEFAULTS), nets=NETS).items():
+    choices = dict(games=GAMES, algos=tuple(ALGO_DEFAULTS), nets=NETS, crosseval_games=GAMES)
+    for field, allowed in choices.items():
         values = getattr(cfg, field)
         if not values: raise ValueError(f'StudyConfig.{field}: empty; choose from {allowed}')
         bad = [v for v in values if v not in allowed]
@@ -129,7 +132,8 @@ def analyse_config(cfg: StudyConfig, key: RunKey) -> AnalyseConfig:
     "The analysis config of one run."
     return AnalyseConfig(str(study_folders(cfg)['runs']/key.name), methods=cfg.methods,
                          relevance_seed=cfg.relevance_seed, n_frames=cfg.n_frames,
-                         map_checkpoints=cfg.map_checkpoints, threads=1, progress=False)
+                         map_checkpoints=cfg.map_checkpoints, map_frames=cfg.map_frames,
+                         threads=1, progress=False)
 
 # %% ../nbs/11_study.ipynb #c027
 def dbdt_config(cfg: StudyConfig, key: RunKey) -> DBDTConfig:
@@ -140,7 +144,7 @@ def dbdt_config(cfg: StudyConfig, key: RunKey) -> DBDTConfig:
 # %% ../nbs/11_study.ipynb #c030
 def crosseval_config(cfg: StudyConfig, key: RunKey) -> CrossEvalConfig:
     "The cross-evaluation config of one run: its final agent on every game of the study."
-    return CrossEvalConfig(str(study_folders(cfg)['runs']/key.name), games=cfg.games,
+    return CrossEvalConfig(str(study_folders(cfg)['runs']/key.name), games=cfg.crosseval_games,
                            methods=cfg.methods, relevance_seed=cfg.relevance_seed,
                            n_frames=cfg.n_frames, threads=1, progress=False)
 

@@ -386,12 +386,13 @@ def test_committed_tables_are_what_the_code_produces(tmp_path):
     "`atoms dbdt` on a committed run gives its committed tables: behaviour exactly, attention to 1e-5."
     run = artifacts_dir()/'runs'/'pong__a2c__1'
     if not (run/'dbdt'/'manifest.json').exists(): pytest.skip('no committed DBDT tables for pong__a2c__1')
-    out = dbdt(DBDTConfig(str(run), out=str(tmp_path), progress=False))
+    out = dbdt(DBDTConfig(str(run), out=str(tmp_path), relevance_seed='output', progress=False))
     for name in ('dbdt.parquet', 'dbdt_summary.parquet', 'dbdt_attention.parquet'):
         new, old = load_table(out/name), load_table(run/'dbdt'/name)
         pd.testing.assert_frame_equal(new, old, check_exact=False, rtol=0, atol=1e-5)
     new, old = load_table(out/'dbdt.parquet'), load_table(run/'dbdt'/'dbdt.parquet')
     behaviour = [c for c in old.columns if not c.startswith(('hierarchical_norm', 'share_pos'))]
     pd.testing.assert_frame_equal(new[behaviour], old[behaviour], check_exact=True)
-    pd.testing.assert_frame_equal(load_table(out/'dbdt_summary.parquet'),
-                                  load_table(run/'dbdt'/'dbdt_summary.parquet'), check_exact=True)
+    pd.testing.assert_frame_equal(load_table(out/'dbdt_summary.parquet'),   # statsmodels' Wilson
+                                  load_table(run/'dbdt'/'dbdt_summary.parquet'),   # differs ~1e-16
+                                  check_exact=False, rtol=0, atol=1e-12)
