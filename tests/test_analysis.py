@@ -13,9 +13,7 @@ from atoms.analysis import (AnalyseConfig, PackageConfig, analyse, analyse_comma
                             analysed_relevance_seed, package_run, read_maps)
 from atoms.core import (ArtifactError, artifacts_dir, load_table, load_weights, read_manifest,
                         save_manifest, verify_artifact)
-from atoms.evalset import EvalSetConfig, save_eval_set
-from atoms.training import TrainConfig, train
-from helpers import flip_byte, folder_hashes
+from helpers import copy_run, flip_byte, folder_hashes, tiny_run_and_eval_sets
 
 torch.set_num_threads(1)
 FAST = dict(progress=False, map_checkpoints=2, map_frames=2)   # tiny analyses
@@ -24,17 +22,14 @@ FAST = dict(progress=False, map_checkpoints=2, map_frames=2)   # tiny analyses
 @pytest.fixture(scope='module')
 def made(tmp_path_factory):
     "A tiny trained run and a six-frame evaluation set, made once; tests copy them."
-    tmp = tmp_path_factory.mktemp('made')
-    run = train(TrainConfig(total_steps=480, num_envs=4, n_steps=4, checkpoints=3, eval_points=4,
-                            eval_envs=4, run_dir=str(tmp/'run'), progress=False))
-    save_eval_set(EvalSetConfig(game='pong', n=6, out=str(tmp/'es')))
-    return Path(run), tmp/'es'
+    run, sets = tiny_run_and_eval_sets(tmp_path_factory.mktemp('made'), n=6)
+    return run, sets['pong']
 
 
 @pytest.fixture
 def run(made, tmp_path):
     "A fresh copy of the tiny trained run (not analysed yet)."
-    return Path(shutil.copytree(made[0], tmp_path/'runs'/'pong__a2c__1'))
+    return copy_run(made[0], tmp_path)
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ from atoms.analysis import (CROSSEVAL_KEYS, AnalyseConfig, CrossEvalConfig, Pack
                             crosseval, package_run, wide_atoms)
 from atoms.cli import main
 from atoms.core import ArtifactError, load_table, read_manifest, save_manifest, verify_artifact
-from atoms.evalset import EvalSetConfig, save_eval_set
 from atoms.games import GAMES
-from atoms.training import TrainConfig, train
-from helpers import flip_byte, folder_hashes
+from helpers import copy_run, flip_byte, folder_hashes, tiny_run_and_eval_sets
 
 torch.set_num_threads(1)
 FINAL = 'checkpoints/step_000000480.safetensors'
@@ -26,17 +24,14 @@ FINAL = 'checkpoints/step_000000480.safetensors'
 def made(tmp_path_factory):
     "A tiny trained pong run and a four-frame evaluation set of every game, made once."
     tmp = tmp_path_factory.mktemp('made')
-    run = train(TrainConfig(total_steps=480, num_envs=4, n_steps=4, checkpoints=3, eval_points=4,
-                            eval_envs=4, run_dir=str(tmp/'run'), progress=False))
-    for game in GAMES:
-        save_eval_set(EvalSetConfig(game=game, n=4, out=str(tmp/'eval'/game)))
-    return Path(run), tmp/'eval'
+    run, _ = tiny_run_and_eval_sets(tmp, GAMES, n=4)
+    return run, tmp/'eval'
 
 
 @pytest.fixture
 def run(made, tmp_path):
     "A fresh copy of the tiny run."
-    return Path(shutil.copytree(made[0], tmp_path/'runs'/'pong__a2c__1'))
+    return copy_run(made[0], tmp_path)
 
 
 @pytest.fixture
