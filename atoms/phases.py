@@ -30,7 +30,7 @@ __all__ = ['SCORE', 'SYNTHETIC_LEVELS', 'MODELS', 'PHASES', 'CONSISTENT', 'PADDL
            'random_boundaries', 'consistency_test', 'other_rises', 'paddle_lags', 't_interval', 'paddle_late_test',
            'tv_distances', 'between_minus_within', 'distinct_attention_test', 'run_name_parts', 'run_net', 'find_runs',
            'claim_row', 'final_skill', 'phases_claim', 'consistency_claim', 'paddle_claim', 'final_profiles',
-           'distinct_attention_claim', 'RunSet', 'load_runs', 'comparable_profiles', 'attention_claims']
+           'distinct_attention_claim', 'RunSet', 'main_net', 'load_runs', 'comparable_profiles', 'attention_claims']
 
 # %% ../nbs/09_phases.ipynb #c005
 SCORE = 'score'   # name of the score column in a trajectory
@@ -976,25 +976,31 @@ class RunSet:
     net: str = ''        # the network of every run in the set
 
 # %% ../nbs/09_phases.ipynb #c200
+def main_net(runs: pd.DataFrame) -> str:
+    "The network whose runs cover the most games, then the most seeds (ties: by name)."
+    cover = runs.groupby('net').agg(games=('game', 'nunique'), runs=('run', 'size')).reset_index()
+    return cover.sort_values(['games', 'runs', 'net'], ascending=[False, False, True]).net.iloc[0]
+
+# %% ../nbs/09_phases.ipynb #c202
 def load_runs(folder, algo: str = 'a2c', net: str | None = None) -> RunSet:
-    "Every run of `algo` and `net` (default: the net with most runs) under `folder`, read."
+    "Every run of `algo` and `net` (default: `main_net`) under `folder`, read."
     runs = find_runs(folder, algo)
     if not len(runs): raise FileNotFoundError(f'{folder}: no analysed {algo} runs')
-    net = runs.net.value_counts().index[0] if net is None else net
+    net = main_net(runs) if net is None else net
     runs = runs[runs.net == net].reset_index(drop=True)
     trajs = {r.run: load_trajectory(r.path) for r in runs.itertuples()}
     tables = {r.run: load_table(r.path/'atoms.parquet') for r in runs.itertuples()}
     return RunSet(runs, dict(zip(runs.run, runs.game)), trajs, tables,
                   {run: detect_phases(t) for run, t in trajs.items()}, net)
 
-# %% ../nbs/09_phases.ipynb #c202
+# %% ../nbs/09_phases.ipynb #c204
 def comparable_profiles(profiles: pd.DataFrame) -> pd.DataFrame:
     "Final profiles on the objects every game has: the two paddles, and all balls together."
     balls = [c for c in profiles.columns if c not in ('agent_paddle', 'opponent_paddle')]
     return profiles[['agent_paddle', 'opponent_paddle']].assign(
         balls=profiles[balls].sum(axis=1, min_count=1))
 
-# %% ../nbs/09_phases.ipynb #c204
+# %% ../nbs/09_phases.ipynb #c206
 def attention_claims(runset: RunSet, chapter: str = 'paper/01_attention') -> tuple:
     "The four claims about attention over training: claims table, and each test's details."
     games, trajs = runset.games, runset.trajs

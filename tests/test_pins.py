@@ -17,7 +17,8 @@ from atoms.policies import load_checkpoint
 from atoms.relevance import checkpoint_atoms
 from atoms.training import TrainConfig, train
 
-RUNS = sorted(p.name for p in (artifacts_dir()/'runs').iterdir() if (p/'atoms.parquet').exists())
+RUNS = sorted(p.name for p in (artifacts_dir()/'runs').iterdir()   # packages with weights (seed 1)
+              if (p/'atoms.parquet').exists() and read_manifest(p).get('checkpoint_steps'))
 KEYS = ['step', 'object', 'metric', 'method']
 # The relevance shares now skip (and count) frames without relevance to share instead of turning the whole
 # checkpoint into NaN. Tables analysed before that change lack the count rows and hold NaN shares where one
@@ -41,7 +42,7 @@ def test_committed_atoms_unchanged(name):
     table = load_table(run/'atoms.parquet')
     seed = analysed_relevance_seed(run)   # 'output': the committed tables predate the setting
     torch.set_num_threads(1)
-    for step in (steps[len(steps) // 2], steps[-1]):
+    for step in sorted({steps[len(steps) // 2], steps[-1]}):
         net, meta = load_checkpoint(run/'checkpoints'/f'step_{step:09d}.safetensors')
         es = load_eval_set(meta['config']['game'])
         old = table[table.step == step]
