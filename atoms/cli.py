@@ -6,7 +6,7 @@
 from __future__ import annotations
 import sys
 from typing import Annotated, Any, Union
-import tyro
+import pandas as pd, tyro
 from .core import ArtifactError
 from .training import TrainConfig, defaults_table, train
 from .evalset import EvalSetConfig, save_eval_set
@@ -43,5 +43,6 @@ def main(argv: list[str] | None = None):
     except (ValueError, FileNotFoundError, ArtifactError) as e:
         print('atoms: error: ' + ' '.join(str(e).split()), file=sys.stderr)
         raise SystemExit(2)
-    if out is not None: print(out)
+    if isinstance(out, pd.DataFrame): print(out.to_string(index=False))  # every column, untruncated
+    elif out is not None: print(out)
     if getattr(out, 'attrs', {}).get('failed'): raise SystemExit(1)  # a study with failed steps
