@@ -18,7 +18,7 @@ from .training import ALGO_DEFAULTS, RESUME_IGNORED, TrainConfig, resolve, train
 from .relevance import RELEVANCE_SEEDS
 from .analysis import (AnalyseConfig, CrossEvalConfig, PackageConfig, analyse, checkpoints_of,
                             crosseval, package_indices, package_run)
-from .dbdt import TWO_BALL_GAMES, DBDTConfig, dbdt, find_checkpoint
+from .dbdt import DBDTConfig, dbdt, find_checkpoint
 
 # %% auto #0
 __all__ = ['StepName', 'NETS', 'KEPT_SEED', 'PACKAGED_TABLES', 'STEPS', 'StudyConfig', 'RunKey', 'expand', 'study_folders',
@@ -49,7 +49,7 @@ class StudyConfig:
     map_checkpoints: int = 8  # checkpoints whose relevance maps are kept
     map_frames: int = 3  # frames per kept checkpoint (3 keeps a package under 1 MB without weights)
     crosseval_games: tuple[str, ...] = GAMES  # evaluation sets every final agent is analysed on
-    dbdt_trials: int = 200  # DBDT trials per scene game (two-ball games only)
+    dbdt_trials: int = 200  # DBDT trials per scene game (every run meets the two-ball scenes)
     runs_root: str | None = None  # folder of the run folders (default runs/)
     packages: str | None = None  # folder of the packages (default artifacts/runs/)
     scheduler: str | None = None  # tcp://HOST:PORT of a running Dask scheduler (default: local)
@@ -234,7 +234,7 @@ class Step:
 # %% ../nbs/11_study.ipynb #c058
 STEPS = (Step('train', train_config, train, train_done),
          Step('analyse', analyse_config, analyse, analyse_done),
-         Step('dbdt', dbdt_config, dbdt, dbdt_done, TWO_BALL_GAMES),
+         Step('dbdt', dbdt_config, dbdt, dbdt_done),
          Step('crosseval', crosseval_config, crosseval, crosseval_done),
          Step('package', package_config, package_run, package_done))
 

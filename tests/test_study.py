@@ -78,12 +78,12 @@ def test_study_completes_then_skips(cluster, tiny):
     cfg = replace(tiny, scheduler=cluster['address'])
     table = study(cfg)
     assert set(table['status']) == {'done'}, table
-    assert len(table) == 4 * 4 + 2       # train, analyse, crosseval, package; DBDT on two-ball runs
-    steps = list(table[table.run == 'pong-2balls__a2c__small__1'].step)
+    assert len(table) == 4 * 5           # train, analyse, dbdt, crosseval, package of four runs
+    steps = list(table[table.run == 'pong__a2c__small__1'].step)
     assert steps == ['train', 'analyse', 'dbdt', 'crosseval', 'package']
     runs, packages = Path(cfg.runs_root), Path(cfg.packages)
     assert (runs/'pong-2balls__a2c__small__2'/'dbdt'/'dbdt.parquet').exists()
-    assert not (runs/'pong__a2c__small__1'/'dbdt').exists()
+    assert (runs/'pong__a2c__small__1'/'dbdt'/'dbdt.parquet').exists()   # pong agents meet two balls too
     crosseval = pd.read_parquet(runs/'pong__a2c__small__1'/'crosseval'/'crosseval.parquet')
     assert set(crosseval.eval_game) == {'pong', 'pong-2balls'}
     assert (runs/'logs'/'pong__a2c__small__1.train.log').exists()
@@ -153,7 +153,7 @@ def test_lost_worker_still_completes_identically(cluster, tiny, tmp_path):
     log = (Path(cfg.runs_root)/'logs'/f'{run}.train.log').read_text()
     assert log.count(' TrainConfig {') == 2            # the lost task ran again, resuming from disk
     got, want = tables(cfg), tables(undisturbed)
-    assert len(got) == 2 * 3 and set(got) <= set(want)     # atoms, log, crosseval of two runs
+    assert len(got) == 2 * 4 and set(got) <= set(want)     # atoms, log, dbdt, crosseval of two runs
     for k in got: pd.testing.assert_frame_equal(got[k], want[k], obj=str(k))
 
 
@@ -194,8 +194,8 @@ def test_a_failed_run_does_not_stop_the_others(cluster, tiny, tmp_path, capsys):
     (tmp_path/'runs').mkdir()
     (tmp_path/'runs'/'pong__a2c__small__2').write_text('a file where the run folder should be')
     table = study(cfg).set_index(['run', 'step'])['status']
-    assert list(table['pong__a2c__small__1']) == ['done'] * 4
-    assert list(table['pong__a2c__small__2']) == ['failed', 'blocked', 'blocked', 'blocked']
+    assert list(table['pong__a2c__small__1']) == ['done'] * 5
+    assert list(table['pong__a2c__small__2']) == ['failed'] + ['blocked'] * 4
     err = capsys.readouterr().err
     log = tmp_path/'runs'/'logs'/'pong__a2c__small__2.train.log'
     assert 'failed: pong__a2c__small__2 train: FileExistsError' in err and f'(log: {log})' in err
