@@ -18,8 +18,8 @@ from .analysis import checkpoint_step
 from .policies import greedy, load_checkpoint, random_policy
 from .attention import Metric
 from .relevance import RELEVANCE_SEEDS, checkpoint_atoms
-from .phases import (Criterion, claim_row, final_skill, load_trajectory, run_name_parts,
-                          verdict)
+from .phases import (Criterion, claim_row, final_skill, load_trajectory, main_net,
+                          run_name_parts, run_net, verdict)
 
 # %% auto #0
 __all__ = ['DISTINCT_BEHAVIOUR', 'ATTENTION_PREDICTS', 'TWO_BALL_GAMES', 'DBDT_FILES', 'bounce_height', 'face_x', 'history_ticks',
@@ -638,10 +638,17 @@ def attention_predicts_claim(attention: pd.DataFrame,  # `attention_rows` of eve
     return claim_row(ATTENTION_PREDICTS, result, measured, chapter), result
 
 # %% ../nbs/10_dbdt.ipynb #c147
-def dbdt_tables(folder) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    "Summary and attention tables of every run's DBDT under `folder` (checked), and run skills."
+def dbdt_tables(folder,
+                net: str | None = None,  # network of the agents (default: the one with most games)
+               ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    "Summary and attention tables of the DBDTs of one network's runs under `folder`, and skills."
     found = sorted(p.parent for p in Path(folder).glob('*/dbdt/manifest.json'))
     if not found: raise FileNotFoundError(f'{folder}: no DBDT results (run `atoms dbdt` first)')
+    runs = pd.DataFrame([dict(folder=d, run=d.parent.name,
+                              game=run_name_parts(d.parent.name)['game'],
+                              net=run_net(d.parent, run_name_parts(d.parent.name)['net']))
+                         for d in found])
+    found = list(runs.folder[runs.net == (main_net(runs) if net is None else net)])
     summary = pd.concat([load_artifact(d, 'dbdt_summary.parquet') for d in found],
                         ignore_index=True)
     attention = pd.concat([load_artifact(d, 'dbdt_attention.parquet') for d in found],
