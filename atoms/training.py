@@ -33,7 +33,7 @@ __all__ = ['PER_ALGO', 'PER_NET', 'ALGO_DEFAULTS', 'GAME_DEFAULTS', 'NET_DEFAULT
            'unpack_optimizer', 'env_state', 'restore_env', 'dqn_state', 'restore_dqn', 'save_state', 'load_state',
            'anneal_lr', 'ac_step', 'epsilon', 'dqn_act', 'dqn_play', 'td_loss', 'target_sync_due', 'dqn_step',
            'log_row', 'checkpoint', 'with_defaults', 'config_differences', 'read_run_config', 'missing_checkpoints',
-           'train_settings', 'finished', 'check_config_file', 'open_run', 'Clock', 'timed', 'run_step', 'advance',
+           'train_settings', 'finished', 'check_config_file', 'open_run', 'Clock', 'timed', 'precise_step', 'advance',
            'train_command', 'finish', 'progress_bar', 'train']
 
 # %% ../nbs/05_training.ipynb #c006
@@ -783,7 +783,7 @@ def timed(trainer: Trainer, fn, *args):
     return out
 
 # %% ../nbs/05_training.ipynb #c177
-def run_step(trainer: Trainer, step_fn):
+def precise_step(trainer: Trainer, step_fn):
     "One update, under bfloat16 autocast when the run's `precision` is 'bf16'."
     bf16 = trainer.cfg.precision == 'bf16'
     with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -792,7 +792,7 @@ def run_step(trainer: Trainer, step_fn):
 # %% ../nbs/05_training.ipynb #c179
 def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
     "One update plus any checkpoint or resume state it calls for; the skill if it checkpointed."
-    timed(trainer, lambda: (anneal_lr(trainer), run_step(trainer, step_fn)))
+    timed(trainer, lambda: (anneal_lr(trainer), precise_step(trainer, step_fn)))
     trainer.update += 1
     if trainer.update in trainer.schedule:
         sps = (trainer.global_step - clock.step0) / max(time.monotonic() - clock.t0, 1e-9)

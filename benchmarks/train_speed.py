@@ -13,7 +13,7 @@ precision, measured in the same run) that the loop reaches. Evaluation and check
 import argparse, statistics, tempfile, time
 import torch
 from torch import nn
-from atoms.training import TrainConfig, Trainer, ac_step, anneal_lr, run_step
+from atoms.training import TrainConfig, Trainer, ac_step, anneal_lr, precise_step
 
 UPDATES, REPEATS, WARMUP, GEMM = 40, 3, 5, 1024
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
@@ -51,13 +51,13 @@ def loop_speed(net: str, precision: str) -> tuple[float, int]:
     cfg = TrainConfig(net=net, precision=precision, progress=False, threads=1,
                       run_dir=tempfile.mkdtemp(prefix='atoms-speed-'))
     trainer = Trainer(cfg)
-    for _ in range(WARMUP): run_step(trainer, ac_step)
+    for _ in range(WARMUP): precise_step(trainer, ac_step)
     speeds = []
     for _ in range(REPEATS):
         t = time.perf_counter()
         for _ in range(UPDATES):
             anneal_lr(trainer)
-            run_step(trainer, ac_step)
+            precise_step(trainer, ac_step)
         speeds.append(UPDATES * trainer.cfg.num_envs * trainer.cfg.n_steps / (time.perf_counter() - t))
     return statistics.median(speeds), forward_flops(trainer.net)
 
