@@ -121,9 +121,7 @@ GAME_DEFAULTS = {   # (game, algo) → departures from ALGO_DEFAULTS
 
 NET_DEFAULTS = {'small': dict(precision='fp32'), 'nature': dict(precision='bf16')}
 NET_GAME_DEFAULTS = {   # (net, game, algo) → departures of one network from the game's defaults
-    ('nature', 'pong', 'a2c'): dict(total_steps=1_200_000),
-    ('nature', 'pong-2balls', 'a2c'): dict(total_steps=2_400_000),
-    ('nature', 'pong-2balls-target', 'a2c'): dict(total_steps=2_400_000),
+    ('nature', 'pong', 'a2c'): dict(total_steps=2_000_000),
 }
 
 # %% ../nbs/05_training.ipynb #c021
