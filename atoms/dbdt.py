@@ -5,7 +5,7 @@
 # %% ../nbs/10_dbdt.ipynb #c002
 from __future__ import annotations
 import json, os, shlex, warnings
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 import numpy as np, pandas as pd, torch
@@ -22,16 +22,20 @@ from .phases import (Criterion, claim_row, final_skill, load_trajectory, main_ne
                           run_name_parts, run_net, verdict)
 
 # %% auto #0
-__all__ = ['DISTINCT_BEHAVIOUR', 'ATTENTION_PREDICTS', 'TWO_BALL_GAMES', 'DBDT_FILES', 'bounce_height', 'face_x', 'history_ticks',
+__all__ = ['BALL_LABELS', 'CONDITIONS', 'DISTINCT_BEHAVIOUR', 'ATTENTION_PREDICTS', 'GREY_CUES', 'BEYOND_BRIGHTNESS',
+           'CONDITION_COLOURS', 'TWO_BALL_GAMES', 'DBDT_FILES', 'bounce_height', 'face_x', 'history_ticks',
            'cross_ticks', 'intercepts', 'SceneSpec', 'spec_error', 'check_ranges', 'check_fits', 'check_spec',
            'draw_timing', 'draw_intercepts', 'draw_vertical_speeds', 'draw_agent_y', 'scene_table', 'make_scenes',
-           'start_scenes', 'oracle_actions', 'oracle_agent', 'random_agent', 'sampling_policy', 'net_agent',
-           'arrival_steps', 'step_limit', 'play_out', 'closer_ball', 'paddle_distances', 'tail_mean', 'trial_table',
-           'run_trials', 'play_batches', 'dbdt_trials', 'wilson', 'measure_hits', 'rate_row', 'summarise',
-           'ball_values', 'scene_objects', 'trial_attention', 'usable_trials', 'bootstrap_correlation',
-           'attention_behaviour', 'logistic_fit', 'logit_design', 'attention_logit', 'distinct_behaviour_test',
-           'one_sided_p', 'attention_predicts_test', 'agent_parts', 'with_agent_parts', 'distinct_behaviour_claim',
-           'attention_predicts_claim', 'dbdt_tables', 'behaviour_claims', 'chart_rows', 'dbdt_chart', 'DBDTConfig',
+           'start_scenes', 'oracle_ball', 'oracle_actions', 'oracle_agent', 'random_agent', 'sampling_policy',
+           'net_agent', 'arrival_steps', 'step_limit', 'play_out', 'closer_ball', 'paddle_distances', 'tail_mean',
+           'trial_table', 'run_trials', 'condition_config', 'scene_conditions', 'play_batches', 'dbdt_trials', 'wilson',
+           'measure_hits', 'rate_row', 'summarise', 'ball_values', 'scene_objects', 'trial_attention', 'usable_trials',
+           'bootstrap_correlation', 'attention_behaviour', 'logistic_fit', 'logit_design', 'attention_logit',
+           'proportion_tests', 'distinct_behaviour_test', 'one_sided_p', 'attention_predicts_test', 'agent_parts',
+           'with_agent_parts', 'with_condition', 'distinct_behaviour_claim', 'attention_predicts_claim',
+           'condition_counts', 'grey_control_rows', 'preference', 'grey_cue', 'grey_control_table',
+           'beyond_brightness_test', 'beyond_brightness_claim', 'dbdt_runs', 'read_dbdt', 'dbdt_tables',
+           'behaviour_claims', 'chart_rows', 'dbdt_chart', 'kind_name', 'seed_rates', 'seed_rates_chart', 'DBDTConfig',
            'check_config', 'run_checkpoints', 'find_checkpoint', 'verified_config', 'output_folder', 'command_words',
            'dbdt_command', 'load_agent', 'attention_rows', 'game_results', 'save_results', 'dbdt_settings', 'dbdt']
 
@@ -194,31 +198,40 @@ def start_scenes(env: PongVectorEnv, scene: dict, seed: int = 0) -> tuple[np.nda
     return obs.copy(), np.stack(labels, 1)
 
 # %% ../nbs/10_dbdt.ipynb #c050
-def oracle_actions(env: PongVectorEnv, ball: int | Literal['first'], deadband: float
+BALL_LABELS = (3, 4)  # label ids of ball A and ball B (target and distractor) in two-ball games
+
+# %% ../nbs/10_dbdt.ipynb #c052
+def oracle_ball(env: PongVectorEnv, ball: int | Literal['first', 'bright']) -> np.ndarray:
+    "Index (N,) of the ball an oracle goes for: ball `ball`, the first to arrive, or the brighter."
+    if ball == 'first': return np.nan_to_num(cross_ticks(env.engine), nan=np.inf).argmin(1)
+    if ball == 'bright': ball = int(np.argmax(env.cfg.greys[list(BALL_LABELS)]))  # tie: ball A
+    return np.full(env.num_envs, ball)
+
+# %% ../nbs/10_dbdt.ipynb #c054
+def oracle_actions(env: PongVectorEnv, ball: int | Literal['first', 'bright'], deadband: float
                    ) -> torch.Tensor:
     "Actions (N,) that move each paddle's centre towards ball `ball`'s interception point."
     engine, cfg, rows = env.engine, env.cfg, np.arange(env.num_envs)
-    heights = intercepts(engine)
-    if ball == 'first': target = np.nan_to_num(cross_ticks(engine), nan=np.inf).argmin(1)
-    else: target = np.full(env.num_envs, ball)
+    heights, target = intercepts(engine), oracle_ball(env, ball)
     offset = heights[rows, target] + cfg.ball_size/2 - (engine.agent_y + cfg.paddle_h/2)
     still = np.isnan(offset) | (np.abs(offset) <= deadband)
     return torch.as_tensor(np.where(still, 0, np.where(offset < 0, 1, 2)))
 
-# %% ../nbs/10_dbdt.ipynb #c053
-def oracle_agent(ball: int | Literal['first'] = 0,  # ball index to follow, or the earlier ball
+# %% ../nbs/10_dbdt.ipynb #c057
+def oracle_agent(ball: int | Literal['first', 'bright'] = 0,  # ball index, earlier or brighter
                  deadband: float = 3.0):  # px within which the paddle's centre counts as on target
     "A scripted agent that reads the game state and moves its paddle to a ball's interception."
-    if ball not in (0, 1, 'first'): raise ValueError(f"ball must be 0, 1 or 'first', got {ball!r}")
+    if ball not in (0, 1, 'first', 'bright'):
+        raise ValueError(f"ball must be 0, 1, 'first' or 'bright', got {ball!r}")
     return lambda env: lambda obs: oracle_actions(env, ball, deadband)
 
-# %% ../nbs/10_dbdt.ipynb #c055
+# %% ../nbs/10_dbdt.ipynb #c059
 def random_agent(seed: int = 0):
     "An agent acting uniformly at random (one generator for all its games)."
     policy = random_policy(seed)
     return lambda env: policy
 
-# %% ../nbs/10_dbdt.ipynb #c057
+# %% ../nbs/10_dbdt.ipynb #c061
 def sampling_policy(net, seed: int = 0) -> Callable:
     "A policy sampling actions from the softmax of `net`'s logits, with its own seeded generator."
     generator = torch.Generator().manual_seed(seed)
@@ -227,7 +240,7 @@ def sampling_policy(net, seed: int = 0) -> Callable:
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
     return sample
 
-# %% ../nbs/10_dbdt.ipynb #c060
+# %% ../nbs/10_dbdt.ipynb #c064
 def net_agent(net, mode: Literal['greedy', 'sample'] = 'greedy', seed: int = 0):
     "A network's greedy policy, or its policy sampled from the softmax of its logits."
     if mode not in ('greedy', 'sample'):
@@ -237,18 +250,18 @@ def net_agent(net, mode: Literal['greedy', 'sample'] = 'greedy', seed: int = 0):
     policy = sampling_policy(net, seed)
     return lambda env: policy
 
-# %% ../nbs/10_dbdt.ipynb #c063
+# %% ../nbs/10_dbdt.ipynb #c067
 def arrival_steps(env: PongVectorEnv) -> np.ndarray:
     "Agent step ⌈T / frame_skip⌉ at which each ball (N, 2) crosses the agent's paddle plane."
     return np.ceil(cross_ticks(env.engine) / env.cfg.frame_skip).astype(int)
 
-# %% ../nbs/10_dbdt.ipynb #c065
+# %% ../nbs/10_dbdt.ipynb #c069
 def step_limit(arrive: np.ndarray, cfg: GameConfig) -> int:
     "Agent steps after which every ball of `arrive` (N, 2) has been returned or has left the field."
     leave = int(np.ceil((cfg.size - face_x(cfg)) / cfg.ball_vx / cfg.frame_skip))  # plane to edge
     return int(arrive.max()) + leave + 2
 
-# %% ../nbs/10_dbdt.ipynb #c067
+# %% ../nbs/10_dbdt.ipynb #c071
 def play_out(policy: Callable, env: PongVectorEnv, obs: np.ndarray, steps: int
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Play up to `steps` agent steps: paddle centres (N, steps + 1), balls done and returned (N, 2)."
@@ -268,24 +281,24 @@ def play_out(policy: Callable, env: PongVectorEnv, obs: np.ndarray, steps: int
         if done.all(): break
     return np.stack(paddle, 1), done, returned
 
-# %% ../nbs/10_dbdt.ipynb #c070
+# %% ../nbs/10_dbdt.ipynb #c074
 def closer_ball(dist: np.ndarray) -> np.ndarray:
     "Index of the ball with the smaller distance in each row of `dist` (N, 2); -1 on a tie."
     return np.where(dist[:, 0] < dist[:, 1], 0, np.where(dist[:, 1] < dist[:, 0], 1, -1))
 
-# %% ../nbs/10_dbdt.ipynb #c072
+# %% ../nbs/10_dbdt.ipynb #c076
 def paddle_distances(paddle: np.ndarray, heights: np.ndarray, ball_size: float) -> np.ndarray:
     "d_k(t) = |p(t) - (Y_k + b/2)|: paddle centre to each interception point, (N, 2, t)."
     return np.abs(paddle[:, None, :] - (heights + ball_size/2)[:, :, None])
 
-# %% ../nbs/10_dbdt.ipynb #c074
+# %% ../nbs/10_dbdt.ipynb #c078
 def tail_mean(dist: np.ndarray, first_arrival: np.ndarray, tail: float) -> np.ndarray:
     "Mean of `dist` (N, 2, t) over the agent steps t in (n₁(1 - tail), n₁]: (N, 2)."
     t = np.arange(dist.shape[2])
     window = (t[None] > first_arrival[:, None] * (1 - tail)) & (t[None] <= first_arrival[:, None])
     return (dist * window[:, None]).sum(2) / window.sum(1, keepdims=True)
 
-# %% ../nbs/10_dbdt.ipynb #c076
+# %% ../nbs/10_dbdt.ipynb #c080
 def trial_table(dist: np.ndarray, arrive: np.ndarray, tail: float, done: np.ndarray,
                 returned: np.ndarray) -> pd.DataFrame:
     "Per-trial measures from the distances (N, 2, t), arrival steps and each ball's outcome (N, 2)."
@@ -300,7 +313,7 @@ def trial_table(dist: np.ndarray, arrive: np.ndarray, tail: float, done: np.ndar
                          'resolved': done.all(1),
                          'arrive_step_0': arrive[:, 0], 'arrive_step_1': arrive[:, 1]})
 
-# %% ../nbs/10_dbdt.ipynb #c078
+# %% ../nbs/10_dbdt.ipynb #c082
 @torch.no_grad()
 def run_trials(policy: Callable, env: PongVectorEnv, scene: dict, seed: int = 0, tail: float = 0.5
                ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -315,7 +328,29 @@ def run_trials(policy: Callable, env: PongVectorEnv, scene: dict, seed: int = 0,
     dist = paddle_distances(paddle, heights, env.cfg.ball_size)
     return trial_table(dist, arrive, tail, done, returned), obs, labels
 
-# %% ../nbs/10_dbdt.ipynb #c082
+# %% ../nbs/10_dbdt.ipynb #c086
+CONDITIONS = ('normal', 'swapped')  # balls drawn in their training greys, or with the two swapped
+
+# %% ../nbs/10_dbdt.ipynb #c088
+def condition_config(game: str,  # two-ball game that renders the scenes
+                     condition: str = 'normal',  # 'normal' greys or 'swapped' (the control)
+                     frames: int = 4, frame_skip: int = 2) -> GameConfig:
+    "The scene game's config, its two balls' greys as in training or swapped (target dark)."
+    cfg = GameConfig(game, stack=frames, frame_skip=frame_skip)
+    if condition == 'normal': return cfg
+    if condition != 'swapped':
+        raise ValueError(f'condition must be one of {CONDITIONS}, got {condition!r}')
+    if game != 'pong-2balls-target':
+        raise ValueError("condition 'swapped' needs two ball greys (pong-2balls-target), "
+                         f'got {game!r}')
+    return replace(cfg, grey_ball=cfg.grey_distractor, grey_distractor=cfg.grey_ball)
+
+# %% ../nbs/10_dbdt.ipynb #c091
+def scene_conditions(game: str, conditions=CONDITIONS) -> tuple[str, ...]:
+    "The grey conditions of `conditions` that scene game `game` can render (swapped: target only)."
+    return tuple(c for c in conditions if c == 'normal' or game == 'pong-2balls-target')
+
+# %% ../nbs/10_dbdt.ipynb #c094
 def play_batches(agent: Callable, cfg: GameConfig, scene: dict, seed: int, num_envs: int,
                  tail: float, progress: bool = False) -> tuple[list, list, list]:
     "Play the scenes of `scene` in batches of `num_envs` games: trial tables, observations, labels."
@@ -333,7 +368,7 @@ def play_batches(agent: Callable, cfg: GameConfig, scene: dict, seed: int, num_e
         labels.append(batch_labels)
     return tables, obs, labels
 
-# %% ../nbs/10_dbdt.ipynb #c084
+# %% ../nbs/10_dbdt.ipynb #c096
 def dbdt_trials(agent: Callable,  # env -> policy (see `oracle_agent`, `random_agent`, `net_agent`)
                 game: str = 'pong-2balls',  # two-ball game that renders the scenes
                 trials: int = 200,  # number of trials (scenes)
@@ -343,18 +378,21 @@ def dbdt_trials(agent: Callable,  # env -> policy (see `oracle_agent`, `random_a
                 frame_skip: int = 2,  # ticks per agent step (the agent's training value)
                 num_envs: int = 200,  # parallel games per batch
                 tail: float = 0.5,  # last fraction of the approach for `followed_tail`
-                progress: bool = False) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+                progress: bool = False,
+                condition: str = 'normal',  # ball greys as trained, or 'swapped' (target dark)
+                ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     "Play `trials` seeded DBDT scenes; one row per trial, plus first observations and label stacks."
     if game not in GAMES: raise ValueError(f'unknown game {game!r}; choose from {GAMES}')
     if num_envs < 1: raise ValueError(f'num_envs must be >= 1, got {num_envs}')
-    cfg = GameConfig(game, stack=frames, frame_skip=frame_skip)
+    cfg = condition_config(game, condition, frames, frame_skip)
     scene, drawn = make_scenes(trials, cfg, spec, seed)
     tables, obs, labels = play_batches(agent, cfg, scene, seed, num_envs, tail, progress)
     df = pd.concat([drawn, pd.concat(tables, ignore_index=True)], axis=1)
     df.insert(0, 'game', game)
+    df.insert(1, 'condition', condition)
     return df, np.concatenate(obs), np.concatenate(labels)
 
-# %% ../nbs/10_dbdt.ipynb #c088
+# %% ../nbs/10_dbdt.ipynb #c102
 def wilson(k, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
     "Wilson score interval (lo, hi) of the proportion k/n (statsmodels); NaN where n = 0."
     from scipy.stats import norm  # lazy: 0.7 s to import; every `atoms` command loads us
@@ -364,7 +402,7 @@ def wilson(k, n, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = proportion_confint(k, n, alpha=2 * norm.sf(z), method='wilson')
     return np.where(n > 0, lo, np.nan), np.where(n > 0, hi, np.nan)
 
-# %% ../nbs/10_dbdt.ipynb #c092
+# %% ../nbs/10_dbdt.ipynb #c106
 def measure_hits(df: pd.DataFrame) -> dict:
     "Each DBDT measure as (hit, counted): two boolean Series over the trials of `df`."
     followed, no_tie = df.followed, df.followed >= 0
@@ -378,15 +416,16 @@ def measure_hits(df: pd.DataFrame) -> dict:
             'returns_first': (pd.Series(returned[rows, first], df.index), df.resolved),
             'returns_second': (pd.Series(returned[rows, 1 - first], df.index), df.resolved)}
 
-# %% ../nbs/10_dbdt.ipynb #c094
+# %% ../nbs/10_dbdt.ipynb #c108
 def rate_row(hit: pd.Series, counted: pd.Series, z: float = 1.96) -> dict:
     "k, n, rate and Wilson interval (lo, hi) of the `counted` trials that are a `hit`."
     k, n = int((hit & counted).sum()), int(counted.sum())
     lo, hi = wilson(k, n, z)
     return {'k': k, 'n': n, 'rate': k / n if n else np.nan, 'lo': float(lo), 'hi': float(hi)}
 
-# %% ../nbs/10_dbdt.ipynb #c096
-def summarise(df: pd.DataFrame, by=('agent', 'game'), z: float = 1.96) -> pd.DataFrame:
+# %% ../nbs/10_dbdt.ipynb #c110
+def summarise(df: pd.DataFrame, by=('agent', 'game', 'condition'), z: float = 1.96
+              ) -> pd.DataFrame:
     "Tidy table of every DBDT measure per group of `by`: k, n, rate and Wilson interval (lo, hi)."
     by = [b for b in by if b in df.columns]
     rows = []
@@ -396,7 +435,7 @@ def summarise(df: pd.DataFrame, by=('agent', 'game'), z: float = 1.96) -> pd.Dat
             rows.append({**dict(zip(by, key)), 'measure': measure, **rate_row(hit, counted, z)})
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_dbdt.ipynb #c099
+# %% ../nbs/10_dbdt.ipynb #c113
 def ball_values(atoms: pd.DataFrame, metrics, balls) -> dict:
     "Each metric's value on ball A and ball B in one ATOMs table: keys `{metric}_a`, `{metric}_b`."
     values = atoms.set_index(['metric', 'object']).value
@@ -406,12 +445,12 @@ def ball_values(atoms: pd.DataFrame, metrics, balls) -> dict:
         raise ValueError(f'unknown metric(s) {missing}; the ATOMs hold {sorted(set(known))}')
     return {f'{m}_{side}': float(values[(m, b)]) for m in metrics for side, b in zip('ab', balls)}
 
-# %% ../nbs/10_dbdt.ipynb #c101
+# %% ../nbs/10_dbdt.ipynb #c115
 def scene_objects(game: str) -> dict:
     "Object name -> label id of the scene game `game`, background left out."
     return {k: v for k, v in GameConfig(game).labels.items() if k != 'background'}
 
-# %% ../nbs/10_dbdt.ipynb #c103
+# %% ../nbs/10_dbdt.ipynb #c117
 def trial_attention(net,  # the agent's network
                     obs: np.ndarray,  # first observation stacks (X, stack, S, S)
                     labels: np.ndarray,  # their label stacks (same shape)
@@ -432,14 +471,14 @@ def trial_attention(net,  # the agent's network
         rows.append(ball_values(atoms, metrics, balls))
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_dbdt.ipynb #c107
+# %% ../nbs/10_dbdt.ipynb #c121
 def usable_trials(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, int]:
     "Trials without a tie whose attention difference is defined, and how many had it undefined."
     no_tie = df[df.followed >= 0]
     defined = (no_tie[f'{metric}_a'] - no_tie[f'{metric}_b']).notna()  # e.g. no F_c neuron in S
     return no_tie[defined], int((~defined).sum())
 
-# %% ../nbs/10_dbdt.ipynb #c110
+# %% ../nbs/10_dbdt.ipynb #c124
 def bootstrap_correlation(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0,
                           level: float = 0.95) -> tuple[float, float]:
     "Percentile bootstrap interval (lo, hi) of the Pearson correlation of `x` and `y` over pairs."
@@ -451,7 +490,7 @@ def bootstrap_correlation(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed
     lo, hi = np.nanquantile(r, [(1 - level) / 2, (1 + level) / 2])
     return lo, hi
 
-# %% ../nbs/10_dbdt.ipynb #c112
+# %% ../nbs/10_dbdt.ipynb #c126
 def attention_behaviour(df: pd.DataFrame, metric: str = Metric.HIERARCHICAL_NORM,
                         n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     "Point-biserial correlation (bootstrap CI, p-value) of A-minus-B attention with following A."
@@ -471,7 +510,7 @@ def attention_behaviour(df: pd.DataFrame, metric: str = Metric.HIERARCHICAL_NORM
     lo, hi = bootstrap_correlation(x, y, n_boot, seed, level)
     return out | dict(r=float(r), lo=float(lo), hi=float(hi), p=float(p))
 
-# %% ../nbs/10_dbdt.ipynb #c116
+# %% ../nbs/10_dbdt.ipynb #c130
 def logistic_fit(X: np.ndarray,  # design matrix, with its own intercept column
                  y: np.ndarray,  # 0/1 outcomes
                  max_iter: int = 100, tol: float = 1e-10,
@@ -488,13 +527,13 @@ def logistic_fit(X: np.ndarray,  # design matrix, with its own intercept column
     if not fit.mle_retvals['converged'] or np.abs(fit.params).max() > max_coef: return failed
     return np.asarray(fit.params), np.asarray(fit.bse), True
 
-# %% ../nbs/10_dbdt.ipynb #c119
+# %% ../nbs/10_dbdt.ipynb #c133
 def logit_design(trials: pd.DataFrame, diff: np.ndarray, controls) -> np.ndarray:
     "Design matrix: intercept, standardised attention difference, each control's 'is ball A' (±½)."
     centred = [(trials[c].to_numpy() == 0) - 0.5 for c in controls]
     return np.column_stack([np.ones(len(trials)), (diff - diff.mean()) / diff.std()] + centred)
 
-# %% ../nbs/10_dbdt.ipynb #c121
+# %% ../nbs/10_dbdt.ipynb #c135
 def attention_logit(df: pd.DataFrame, metric: str = Metric.HIERARCHICAL_NORM,
                     controls=('first', 'upper', 'nearest'), z: float = 1.96) -> dict:
     "Logistic regression of following ball A on the attention difference, with `controls`."
@@ -514,7 +553,7 @@ def attention_logit(df: pd.DataFrame, metric: str = Metric.HIERARCHICAL_NORM,
     return out | dict(coef=float(coef[1]), lo=float(coef[1] - z*se[1]), hi=float(coef[1] + z*se[1]),
                       p=p, converged=True)
 
-# %% ../nbs/10_dbdt.ipynb #c125
+# %% ../nbs/10_dbdt.ipynb #c139
 DISTINCT_BEHAVIOUR = Criterion(
     claim='agents trained on different games behave differently in the DBDT',
     paper=('differences in attention translate into differences in behaviour, shown by the Dual '
@@ -532,16 +571,18 @@ DISTINCT_BEHAVIOUR = Criterion(
              'a test at 5 %. The seed-level t-test is added so that many trials of one agent '
              'are not taken for many agents.'))
 
-# %% ../nbs/10_dbdt.ipynb #c127
-def distinct_behaviour_test(trained: pd.DataFrame,  # one row per seed: `k` hits of `n` trials
-                            baseline: pd.DataFrame,  # the same for the agents compared with
-                            alpha: float = 0.05) -> dict:
+# %% ../nbs/10_dbdt.ipynb #c141
+def proportion_tests(trained: pd.DataFrame,  # one row per seed: `k` hits of `n` trials
+                     baseline: pd.DataFrame,  # the same for the agents compared with
+                     alpha: float = 0.05) -> dict:
     "Two-proportion z-test of pooled trials (and Welch's t on per-seed shares from 2 seeds on)."
     from scipy.stats import ttest_ind  # lazy: 0.7 s to import; every `atoms` command loads us
     from statsmodels.stats.proportion import proportions_ztest  # lazy, likewise
+    n_seeds = min(len(trained), len(baseline))
+    if n_seeds == 0: return dict(n_seeds=0, rate=np.nan, baseline_rate=np.nan, z=np.nan,
+                                 p=np.nan, p_seeds=np.nan, passed=False)
     counts = [trained.k.sum(), baseline.k.sum()]
     z, p_z = proportions_ztest(counts, [trained.n.sum(), baseline.n.sum()], alternative='larger')
-    n_seeds = min(len(trained), len(baseline))
     p_seeds = np.nan
     if n_seeds >= 2:
         p_seeds = ttest_ind(trained.k / trained.n, baseline.k / baseline.n, equal_var=False,
@@ -549,10 +590,18 @@ def distinct_behaviour_test(trained: pd.DataFrame,  # one row per seed: `k` hits
     passed = bool(p_z < alpha and (n_seeds < 2 or p_seeds < alpha))
     return dict(n_seeds=n_seeds, rate=counts[0] / trained.n.sum(),
                 baseline_rate=counts[1] / baseline.n.sum(), z=float(z), p=float(p_z),
-                p_seeds=float(p_seeds), passed=passed,
-                verdict=verdict(passed, n_seeds, DISTINCT_BEHAVIOUR.min_seeds))
+                p_seeds=float(p_seeds), passed=passed)
 
-# %% ../nbs/10_dbdt.ipynb #c131
+# %% ../nbs/10_dbdt.ipynb #c144
+def distinct_behaviour_test(trained: pd.DataFrame,  # one row per seed: `k` hits of `n` trials
+                            baseline: pd.DataFrame,  # the same for the agents compared with
+                            alpha: float = 0.05) -> dict:
+    "`proportion_tests` of following the target, and the verdict of `DISTINCT_BEHAVIOUR`."
+    result = proportion_tests(trained, baseline, alpha)
+    decided = verdict(result['passed'], result['n_seeds'], DISTINCT_BEHAVIOUR.min_seeds)
+    return result | dict(verdict=decided)
+
+# %% ../nbs/10_dbdt.ipynb #c148
 ATTENTION_PREDICTS = Criterion(
     claim='the ball an agent attends to predicts the ball it follows',
     paper=('the differences in attention translate into differences in behaviour: the agents '
@@ -569,7 +618,7 @@ ATTENTION_PREDICTS = Criterion(
              'The uncontrolled correlation is no longer a criterion: an untrained network '
              'already shows r ≈ 0.14, which the control for the paddle\'s start removes.'))
 
-# %% ../nbs/10_dbdt.ipynb #c133
+# %% ../nbs/10_dbdt.ipynb #c150
 def one_sided_p(coef, se) -> np.ndarray:
     "p-value of the one-sided Wald test of coefficient > 0; 1 where the fit failed (NaN)."
     from scipy.stats import norm  # lazy: 0.7 s to import; every `atoms` command loads us
@@ -577,7 +626,7 @@ def one_sided_p(coef, se) -> np.ndarray:
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.where(np.isfinite(coef) & (se > 0), norm.sf(coef / se), 1.0)
 
-# %% ../nbs/10_dbdt.ipynb #c135
+# %% ../nbs/10_dbdt.ipynb #c152
 def attention_predicts_test(rows: pd.DataFrame,  # one row per seed, kind of agent, scene game
                             by=('trained', 'game'),  # what makes a kind of agent and a test
                             alpha: float = 0.05) -> dict:
@@ -594,25 +643,37 @@ def attention_predicts_test(rows: pd.DataFrame,  # one row per seed, kind of age
     return dict(n_seeds=n_seeds, table=table.reset_index(), passed=passed,
                 verdict=verdict(passed, n_seeds, ATTENTION_PREDICTS.min_seeds))
 
-# %% ../nbs/10_dbdt.ipynb #c139
+# %% ../nbs/10_dbdt.ipynb #c156
 def agent_parts(agents: pd.Series) -> pd.DataFrame:
     "Run, trained game, algorithm and seed of agent names `{game}__{algo}[__{net}]__{seed}@{step}`."
     run = agents.str.split('@').str[0]
-    parts = pd.DataFrame([run_name_parts(r) for r in run], index=agents.index)
+    parts = pd.DataFrame([run_name_parts(r) for r in run], index=agents.index,
+                         columns=['game', 'algo', 'net', 'seed'])  # the columns even when empty
     return pd.DataFrame({'run': run, 'trained': parts.game, 'algo': parts.algo,
                          'seed': parts.seed}, index=agents.index)
 
-# %% ../nbs/10_dbdt.ipynb #c141
+# %% ../nbs/10_dbdt.ipynb #c158
 def with_agent_parts(df: pd.DataFrame) -> pd.DataFrame:
     "`df` with the columns of `agent_parts` of its `agent` column (replacing any of that name)."
     parts = agent_parts(df.agent)
     return df.drop(columns=[c for c in parts.columns if c in df.columns]).join(parts)
 
-# %% ../nbs/10_dbdt.ipynb #c143
+# %% ../nbs/10_dbdt.ipynb #c161
+def with_condition(df: pd.DataFrame) -> pd.DataFrame:
+    "`df` with a `condition` column; tables made before the grey control hold 'normal' scenes."
+    if 'condition' in df.columns: return df
+    out = df.copy()
+    out.insert(list(df.columns).index('game') + 1 if 'game' in df.columns else 0, 'condition',
+               'normal')
+    return out
+
+# %% ../nbs/10_dbdt.ipynb #c163
 def distinct_behaviour_claim(summary: pd.DataFrame,  # `summarise` rows of every agent
                              algo: str = 'a2c', chapter: str = '') -> tuple[dict, dict]:
     "The distinct-behaviour claim: target- against pong-trained agents, following the target."
-    rows = summary[(summary.game == 'pong-2balls-target') & (summary.measure == 'follows_a')]
+    rows = with_condition(summary)
+    rows = rows[(rows.game == 'pong-2balls-target') & (rows.measure == 'follows_a')
+                & (rows.condition == 'normal')]  # the training greys; the control is its own claim
     rows = with_agent_parts(rows)
     rows = rows[rows.algo == algo]
     result = distinct_behaviour_test(rows[rows.trained == 'pong-2balls-target'],
@@ -622,13 +683,14 @@ def distinct_behaviour_claim(summary: pd.DataFrame,  # `summarise` rows of every
                 f"p = {result['p']:.2g}")
     return claim_row(DISTINCT_BEHAVIOUR, result, measured, chapter), result
 
-# %% ../nbs/10_dbdt.ipynb #c145
+# %% ../nbs/10_dbdt.ipynb #c165
 def attention_predicts_claim(attention: pd.DataFrame,  # `attention_rows` of every agent
                              skills: dict,  # run -> final skill of its agent
                              metric: str = Metric.HIERARCHICAL_NORM, min_skill: float = 0.5,
                              chapter: str = '') -> tuple[dict, dict]:
     "The attention-predicts-behaviour claim, over the agents that learned their game."
-    rows = attention[attention.metric == metric]
+    rows = with_condition(attention)
+    rows = rows[(rows.metric == metric) & (rows.condition == 'normal')]
     rows = with_agent_parts(rows)
     rows = rows[rows.run.map(skills).fillna(0) >= min_skill]
     result = attention_predicts_test(rows, by=('trained', 'algo', 'game'))
@@ -637,49 +699,160 @@ def attention_predicts_claim(attention: pd.DataFrame,  # `attention_rows` of eve
                          f'Holm p = {r.p_holm:.2g}' for r in table.itertuples())
     return claim_row(ATTENTION_PREDICTS, result, measured, chapter), result
 
-# %% ../nbs/10_dbdt.ipynb #c147
-def dbdt_tables(folder,
-                net: str | None = None,  # network of the agents (default: the one with most games)
-               ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    "Summary and attention tables of the DBDTs of one network's runs under `folder`, and skills."
+# %% ../nbs/10_dbdt.ipynb #c168
+def condition_counts(summary: pd.DataFrame, condition: str) -> pd.DataFrame:
+    "Per agent: k, n of following the target in `pong-2balls-target` scenes under `condition`."
+    rows = with_condition(summary)
+    rows = rows[(rows.game == 'pong-2balls-target') & (rows.measure == 'follows_a')
+                & (rows.condition == condition)]
+    return rows.groupby('agent', sort=False)[['k', 'n']].sum()
+
+# %% ../nbs/10_dbdt.ipynb #c170
+def grey_control_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    "Per agent with both conditions: following the target in each, and following the bright ball."
+    both = condition_counts(summary, 'normal').merge(
+        condition_counts(summary, 'swapped'), left_index=True, right_index=True,
+        suffixes=('_normal', '_swapped'))  # agents with both conditions only
+    both['k_bright'] = both.k_normal + both.n_swapped - both.k_swapped  # swapped: bright is B
+    both['n_bright'] = both.n_normal + both.n_swapped
+    rows = with_agent_parts(both.reset_index())
+    if 'net' not in summary.columns: return rows.assign(net='?')
+    return rows.assign(net=rows.agent.map(summary.groupby('agent')['net'].first()))
+
+# %% ../nbs/10_dbdt.ipynb #c174
+def preference(k: int, n: int, alpha: float = 0.05) -> int:
+    "+1 if `k` of `n` is significantly above ½ (two-sided binomial test), -1 if below, 0 if not."
+    from scipy.stats import binomtest  # lazy: 0.7 s to import; every `atoms` command loads us
+    if n == 0 or binomtest(int(k), int(n)).pvalue >= alpha: return 0
+    return 1 if k / n > 0.5 else -1
+
+# %% ../nbs/10_dbdt.ipynb #c176
+GREY_CUES = {(1, 1): 'target', (1, -1): 'bright', (-1, 1): 'dark', (-1, -1): 'distractor',
+             (0, 0): 'neither'}  # (preference with training greys, swapped) -> ball followed
+
+# %% ../nbs/10_dbdt.ipynb #c178
+def grey_cue(k_normal: int, n_normal: int, k_swapped: int, n_swapped: int,
+             alpha: float = 0.05) -> str:
+    "The ball an agent goes for by the grey control (`GREY_CUES`); 'mixed' for other patterns."
+    key = preference(k_normal, n_normal, alpha), preference(k_swapped, n_swapped, alpha)
+    return GREY_CUES.get(key, 'mixed')
+
+# %% ../nbs/10_dbdt.ipynb #c181
+def grey_control_table(summary: pd.DataFrame, by=('trained', 'algo', 'net'),
+                       alpha: float = 0.05) -> pd.DataFrame:
+    "Per kind of agent, seeds pooled: following the target per condition, the bright ball, cue."
+    counts = ['k_normal', 'n_normal', 'k_swapped', 'n_swapped', 'k_bright', 'n_bright']
+    rows = grey_control_rows(summary)
+    table = rows.groupby(list(by), sort=False).agg(seeds=('seed', 'size'),
+                                                   **{c: (c, 'sum') for c in counts})
+    for part in ('normal', 'swapped', 'bright'):
+        k, n = table[f'k_{part}'], table[f'n_{part}']
+        table[f'rate_{part}'] = k / n
+        table[f'lo_{part}'], table[f'hi_{part}'] = wilson(k, n)
+    table['cue'] = [grey_cue(*r, alpha=alpha) for r in table[counts[:4]].itertuples(index=False)]
+    return table.reset_index()
+
+# %% ../nbs/10_dbdt.ipynb #c185
+BEYOND_BRIGHTNESS = Criterion(
+    claim='target-trained agents follow the target beyond brightness and familiarity',
+    paper=('implied by the DBDT: the agent trained on the target game tells the target from the '
+           'distractor, not only the bright ball from the dark one'),
+    test=('two-proportion z-test (pooled variance, one-sided) of the share of pong-2balls-target '
+          'scenes in which the paddle follows the bright ball, training greys and swapped greys '
+          'pooled: agents trained on pong-2balls-target against agents trained on pong (never '
+          'rewarded for a grey, so their preference is brightness or familiarity), trials of all '
+          "seeds pooled; from 2 seeds per group on, also Welch's t-test (one-sided) on the "
+          'per-seed shares'),
+    threshold=('p < 0.05 (in both tests, where both apply); agents without swapped-grey scenes '
+               'do not count'),
+    holds='Target-trained agents follow the target beyond brightness and familiarity',
+    fails='Target-trained agents follow the bright ball no more often than pong-trained agents',
+    revised='no: stated before any swapped-grey scene of a trained agent was played.')
+
+# %% ../nbs/10_dbdt.ipynb #c187
+def beyond_brightness_test(trained: pd.DataFrame,  # `grey_control_rows` of the target-trained
+                           baseline: pd.DataFrame,  # the same of the agents compared with
+                           alpha: float = 0.05) -> dict:
+    "`proportion_tests` of following the bright ball, both greys pooled; `BEYOND_BRIGHTNESS`."
+    def bright(rows): return pd.DataFrame({'k': rows.k_bright, 'n': rows.n_bright})
+    result = proportion_tests(bright(trained), bright(baseline), alpha)
+    decided = verdict(result['passed'], result['n_seeds'], BEYOND_BRIGHTNESS.min_seeds)
+    return result | dict(verdict=decided)
+
+# %% ../nbs/10_dbdt.ipynb #c189
+def beyond_brightness_claim(summary: pd.DataFrame,  # `summarise` rows of every agent
+                            algo: str = 'a2c', baseline: str = 'pong', chapter: str = ''
+                            ) -> tuple[dict, dict]:
+    "The grey-control claim: target-trained against `baseline`-trained agents, the bright ball."
+    rows = grey_control_rows(summary)
+    rows = rows[rows.algo == algo]
+    result = beyond_brightness_test(rows[rows.trained == 'pong-2balls-target'],
+                                    rows[rows.trained == baseline])
+    measured = (f"follows the bright ball in {result['rate']:.1%} of scenes, both greys "
+                f"(target-trained) against {result['baseline_rate']:.1%} ({baseline}-trained): "
+                f"z = {result['z']:.2f}, p = {result['p']:.2g}" if result['n_seeds'] else
+                'no swapped-grey scenes in the DBDT tables yet')
+    return claim_row(BEYOND_BRIGHTNESS, result, measured, chapter), result
+
+# %% ../nbs/10_dbdt.ipynb #c192
+def dbdt_runs(folder) -> pd.DataFrame:
+    "Every run under `folder` with DBDT results: its `dbdt` folder, name, trained game, network."
     found = sorted(p.parent for p in Path(folder).glob('*/dbdt/manifest.json'))
     if not found: raise FileNotFoundError(f'{folder}: no DBDT results (run `atoms dbdt` first)')
-    runs = pd.DataFrame([dict(folder=d, run=d.parent.name,
-                              game=run_name_parts(d.parent.name)['game'],
-                              net=run_net(d.parent, run_name_parts(d.parent.name)['net']))
-                         for d in found])
-    found = list(runs.folder[runs.net == (main_net(runs) if net is None else net)])
-    summary = pd.concat([load_artifact(d, 'dbdt_summary.parquet') for d in found],
-                        ignore_index=True)
-    attention = pd.concat([load_artifact(d, 'dbdt_attention.parquet') for d in found],
-                          ignore_index=True)
-    return summary, attention, {d.parent.name: final_skill(load_trajectory(d.parent))
-                                for d in found}
+    parts = [run_name_parts(d.parent.name) for d in found]
+    return pd.DataFrame([dict(folder=d, run=d.parent.name, game=named['game'],
+                              net=run_net(d.parent, named['net']))
+                         for d, named in zip(found, parts)])
 
-# %% ../nbs/10_dbdt.ipynb #c149
+# %% ../nbs/10_dbdt.ipynb #c194
+def read_dbdt(folder: Path, name: str, net: str) -> pd.DataFrame:
+    "One DBDT table of one run (verified), with its grey `condition` and the run's `net`."
+    return with_condition(load_artifact(folder, name)).assign(net=net)
+
+# %% ../nbs/10_dbdt.ipynb #c196
+def dbdt_tables(folder,
+                net: str | None = None,  # network of the agents (default: the one with most
+                                         # games; 'all': every network)
+               ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    "Summary and attention tables of the DBDTs of the runs under `folder`, and their skills."
+    runs = dbdt_runs(folder)
+    if net != 'all': runs = runs[runs.net == (main_net(runs) if net is None else net)]
+    def read(name): return pd.concat([read_dbdt(r.folder, name, r.net) for r in runs.itertuples()],
+                                     ignore_index=True)
+    skills = {r.run: final_skill(load_trajectory(r.folder.parent)) for r in runs.itertuples()}
+    return read('dbdt_summary.parquet'), read('dbdt_attention.parquet'), skills
+
+# %% ../nbs/10_dbdt.ipynb #c197
 def behaviour_claims(summary: pd.DataFrame, attention: pd.DataFrame, skills: dict,
-                     chapter: str = 'paper/03_dbdt') -> tuple[pd.DataFrame, dict]:
-    "The two DBDT claims (`dbdt_tables`): claims table, and each test's details."
-    behaviour_row, behaviour = distinct_behaviour_claim(summary, chapter=chapter)
-    predicts_row, predicts = attention_predicts_claim(attention, skills, chapter=chapter)
-    claims = pd.DataFrame([behaviour_row, predicts_row], index=['behaviour', 'predicts'])
-    return claims, dict(behaviour=behaviour, predicts=predicts)
+                     chapter: str = 'paper/03_dbdt',
+                     control: bool = False,  # add the grey control's claim (ours, not the paper's)
+                     ) -> tuple[pd.DataFrame, dict]:
+    "The paper's two DBDT claims (`dbdt_tables`): claims table, and each test's details."
+    rows, details = {}, {}
+    rows['behaviour'], details['behaviour'] = distinct_behaviour_claim(summary, chapter=chapter)
+    if control:
+        rows['control'], details['control'] = beyond_brightness_claim(summary, chapter=chapter)
+    rows['predicts'], details['predicts'] = attention_predicts_claim(attention, skills,
+                                                                     chapter=chapter)
+    return pd.DataFrame.from_dict(rows, orient='index'), details
 
-# %% ../nbs/10_dbdt.ipynb #c152
+# %% ../nbs/10_dbdt.ipynb #c200
 def chart_rows(summary: pd.DataFrame, measures) -> pd.DataFrame:
-    "The rows of `summary` for `measures`, with a `chance` column (½ for `follows_*`, else NaN)."
+    "The rows of `summary` for `measures`, with `chance` (½ for `follows_*`) and `scenes` names."
     missing = [m for m in measures if m not in set(summary.measure)]
     if missing:
         known = sorted(set(summary.measure))
         raise ValueError(f'unknown measure(s) {missing}; the summary has {known}')
     def chance(rows): return np.where(rows.measure.str.startswith('follows'), 0.5, np.nan)
-    return summary[summary.measure.isin(measures)].assign(chance=chance)
+    def scenes(rows): return rows.game + np.where(rows.condition == 'swapped', ', swapped', '')
+    rows = with_condition(summary)
+    return rows[rows.measure.isin(measures)].assign(chance=chance, scenes=scenes)
 
-# %% ../nbs/10_dbdt.ipynb #c154
+# %% ../nbs/10_dbdt.ipynb #c202
 def dbdt_chart(summary: pd.DataFrame,  # `summarise` of one or more agents
                measures=('follows_a', 'follows_first', 'returns_a', 'returns_first'),
                width: int = 110):  # px per panel
-    "Bar chart of DBDT rates per agent (colour), measure (column), scene game (row); Wilson bars."
+    "Bar chart of DBDT rates per agent (colour), measure (column), scenes (row); Wilson bars."
     import altair as alt  # lazy: altair takes a second to import and only the charts need it
     rows = chart_rows(summary, measures)
     agents = list(dict.fromkeys(rows.agent))
@@ -695,12 +868,57 @@ def dbdt_chart(summary: pd.DataFrame,  # `summarise` of one or more agents
     chance = alt.Chart().mark_rule(strokeDash=[4, 3], color='grey').encode(y='chance:Q')
     return (alt.layer(bars, err, chance, data=rows).properties(width=width, height=160)
             .facet(column=alt.Column('measure:N', sort=list(measures), title=None),
-                   row=alt.Row('game:N', title='scenes rendered in')))
+                   row=alt.Row('scenes:N', title='scenes rendered in')))
 
-# %% ../nbs/10_dbdt.ipynb #c158
+# %% ../nbs/10_dbdt.ipynb #c206
+def kind_name(rows: pd.DataFrame) -> pd.Series:
+    "A kind of agent in words, e.g. 'pong (A2C, small net)', from `trained`, `algo`, `net`."
+    return rows.trained + ' (' + rows.algo.str.upper() + ', ' + rows.net.astype(str) + ' net)'
+
+# %% ../nbs/10_dbdt.ipynb #c208
+def seed_rates(summary: pd.DataFrame, game: str = 'pong-2balls-target',
+               measure: str = 'follows_a') -> pd.DataFrame:
+    "`measure` in `game` scenes per seed and pooled per kind of agent and condition; Wilson CI."
+    rows = with_agent_parts(with_condition(summary))
+    rows = rows[(rows.game == game) & (rows.measure == measure)]
+    rows = rows if 'net' in rows.columns else rows.assign(net='?')
+    kind = ['trained', 'algo', 'net', 'condition']
+    seeds = rows.assign(seeds=1, seed='seed ' + rows.seed.astype(str))
+    seeds = seeds[kind + ['seed', 'seeds', 'k', 'n']]
+    pooled = seeds.groupby(kind, sort=False)[['seeds', 'k', 'n']].sum().reset_index()
+    out = pd.concat([seeds, pooled.assign(seed='pooled')], ignore_index=True)
+    lo, hi = wilson(out.k, out.n)
+    return out.assign(rate=out.k / out.n, lo=lo, hi=hi, kind=kind_name(out))
+
+# %% ../nbs/10_dbdt.ipynb #c211
+CONDITION_COLOURS = {'normal': '#4d4d4d', 'swapped': '#8c6d31'}  # grey condition -> colour
+
+# %% ../nbs/10_dbdt.ipynb #c213
+def seed_rates_chart(rates: pd.DataFrame,  # `seed_rates`
+                     title: str = 'share of scenes in which the paddle follows the target',
+                     width: int = 320):  # px
+    "Rates per seed and pooled (rows: kinds of agent), Wilson bars, one colour per grey condition."
+    import altair as alt  # lazy: altair takes a second to import and only the charts need it
+    colour = alt.Color('condition:N', title='ball greys', scale=alt.Scale(
+        domain=list(CONDITION_COLOURS), range=list(CONDITION_COLOURS.values())))
+    order = sorted(set(rates.seed) - {'pooled'}, key=lambda s: int(s.split()[-1])) + ['pooled']
+    base = alt.Chart().encode(y=alt.Y('seed:N', title=None, sort=order), yOffset='condition:N',
+                              color=colour)
+    tips = ['kind', 'seed', 'condition', 'k', 'n'] + [alt.Tooltip(f'{c}:Q', format='.3f')
+                                                      for c in ('rate', 'lo', 'hi')]
+    points = base.mark_point(filled=True, size=50).encode(
+        x=alt.X('rate:Q', scale=alt.Scale(domain=[0, 1]), title=title), tooltip=tips)
+    bars = base.mark_rule().encode(x='lo:Q', x2='hi:Q')
+    chance = alt.Chart().mark_rule(strokeDash=[4, 3], color='grey').encode(x=alt.datum(0.5))
+    header = alt.Header(labelAngle=0, labelAlign='left', labelLimit=300)
+    return (alt.layer(bars, points, chance, data=rates).properties(width=width)
+            .facet(row=alt.Row('kind:N', title=None, header=header))
+            .resolve_scale(y='independent'))  # each kind shows its own seeds
+
+# %% ../nbs/10_dbdt.ipynb #c216
 TWO_BALL_GAMES = tuple(g for g in GAMES if GameConfig(g).n_balls == 2)  # games that render scenes
 
-# %% ../nbs/10_dbdt.ipynb #c160
+# %% ../nbs/10_dbdt.ipynb #c218
 @dataclass
 class DBDTConfig:
     "Dual Ball Discrimination Test of one checkpoint of a run; writes tables and a manifest."
@@ -709,6 +927,7 @@ class DBDTConfig:
     trials: int = 200  # trials (scenes) per scene game
     seed: int = 0  # seed of the scenes: the same seed gives every agent the same scenes
     games: tuple[Literal['pong-2balls', 'pong-2balls-target'], ...] = TWO_BALL_GAMES  # scene games
+    conditions: tuple[Literal['normal', 'swapped'], ...] = CONDITIONS  # greys (swapped: control)
     policy: Literal['greedy', 'sample'] = 'greedy'  # the agent's greedy policy, or samples from it
     num_envs: int = 200  # parallel games per batch
     tail: float = 0.5  # last fraction of the approach over which followed_tail averages distances
@@ -720,7 +939,7 @@ class DBDTConfig:
     threads: int = 1  # torch CPU threads
     progress: bool = True  # show progress bars
 
-# %% ../nbs/10_dbdt.ipynb #c162
+# %% ../nbs/10_dbdt.ipynb #c220
 def check_config(cfg: DBDTConfig):
     "Raise a clear `ValueError` for DBDT settings that cannot run."
     if cfg.trials < 1 or cfg.num_envs < 1:
@@ -728,11 +947,14 @@ def check_config(cfg: DBDTConfig):
                          f'got {cfg.trials}, {cfg.num_envs}')
     if not cfg.games or any(g not in TWO_BALL_GAMES for g in cfg.games):
         raise ValueError(f'DBDTConfig.games: choose from {TWO_BALL_GAMES}, got {cfg.games}')
+    if 'normal' not in cfg.conditions or any(c not in CONDITIONS for c in cfg.conditions):
+        raise ValueError(f"DBDTConfig.conditions: 'normal' and any of {CONDITIONS[1:]}, "
+                         f'got {cfg.conditions}')
     if cfg.relevance_seed not in RELEVANCE_SEEDS:
         raise ValueError(f'DBDTConfig.relevance_seed: choose from {RELEVANCE_SEEDS}, '
                          f'got {cfg.relevance_seed!r}')
 
-# %% ../nbs/10_dbdt.ipynb #c165
+# %% ../nbs/10_dbdt.ipynb #c223
 def run_checkpoints(run) -> list[Path]:
     "Every checkpoint file of `run`, by step; a stray `step_*` name raises `ArtifactError`."
     found = sorted((Path(run)/'checkpoints').glob('step_*.safetensors'), key=checkpoint_step)
@@ -741,7 +963,7 @@ def run_checkpoints(run) -> list[Path]:
         raise FileNotFoundError(f'{run}: no checkpoints (expected {expected})')
     return found
 
-# %% ../nbs/10_dbdt.ipynb #c168
+# %% ../nbs/10_dbdt.ipynb #c226
 def find_checkpoint(run, which: str = 'last') -> Path:
     "The checkpoint file of `run` named by `which`: 'last', 'first', an env step, or a path."
     if str(which).endswith('.safetensors'):
@@ -760,7 +982,7 @@ def find_checkpoint(run, which: str = 'last') -> Path:
         raise ValueError(f'{run}: no checkpoint at step {step}; steps are {steps}…')
     return hit[0]
 
-# %% ../nbs/10_dbdt.ipynb #c172
+# %% ../nbs/10_dbdt.ipynb #c230
 def verified_config(checkpoint: Path) -> dict:
     "The training config of the run holding `checkpoint`, once the run matches its manifest."
     run = Path(checkpoint).parent.parent
@@ -770,7 +992,7 @@ def verified_config(checkpoint: Path) -> dict:
     try: return json.loads(path.read_text())
     except json.JSONDecodeError as e: raise ArtifactError(f'{path}: not valid JSON ({e})') from None
 
-# %% ../nbs/10_dbdt.ipynb #c176
+# %% ../nbs/10_dbdt.ipynb #c234
 def output_folder(cfg: DBDTConfig) -> Path:
     "The folder `cfg` writes to, checked before any work starts; a bad one raises `ValueError`."
     out = Path(cfg.out) if cfg.out else Path(cfg.run)/'dbdt'
@@ -788,7 +1010,7 @@ def output_folder(cfg: DBDTConfig) -> Path:
             raise ValueError(f'{out}: --out holds the artifact of another command')
     return out
 
-# %% ../nbs/10_dbdt.ipynb #c178
+# %% ../nbs/10_dbdt.ipynb #c236
 def command_words(name: str, sub: str | None, value) -> list[str]:
     "The command-line words that set field `name` (or `name.sub` of a nested config) to `value`."
     flag = f'--{name}.{sub}' if sub else f'--{name}'
@@ -796,13 +1018,13 @@ def command_words(name: str, sub: str | None, value) -> list[str]:
         return [flag if value else f'--no-{flag[2:]}' if not sub else f'--{name}.no-{sub}']
     return [flag, *map(str, value if isinstance(value, (tuple, list)) else [value])]
 
-# %% ../nbs/10_dbdt.ipynb #c180
+# %% ../nbs/10_dbdt.ipynb #c238
 def dbdt_command(cfg: DBDTConfig) -> str:
     "The `atoms dbdt` command line that reproduces `cfg` (`atoms.core.command_line`, plus scene)."
     scene = [w for sub, v in asdict(cfg.scene).items() for w in command_words('scene', sub, v)]
     return f"{command_line('atoms dbdt', cfg, skip=('scene',))} {shlex.join(scene)}"
 
-# %% ../nbs/10_dbdt.ipynb #c183
+# %% ../nbs/10_dbdt.ipynb #c241
 def load_agent(cfg: DBDTConfig, checkpoint: Path, config: dict) -> tuple:
     "The checkpoint (checked against the run's `config`): network, `frames`, `frame_skip`, ids."
     net, meta = load_checkpoint(checkpoint, expect=config)
@@ -812,29 +1034,31 @@ def load_agent(cfg: DBDTConfig, checkpoint: Path, config: dict) -> tuple:
                 algo=config['algo'], step=int(meta['step']))
     return net, play, info
 
-# %% ../nbs/10_dbdt.ipynb #c186
-def attention_rows(df: pd.DataFrame, game: str, info: dict, seed: int) -> list[dict]:
+# %% ../nbs/10_dbdt.ipynb #c244
+def attention_rows(df: pd.DataFrame, game: str, info: dict, seed: int,
+                   condition: str = 'normal') -> list[dict]:
     "`attention_behaviour` and `attention_logit` (as `logit_*`) of one scene game, per metric."
     def logit(m): return {f'logit_{k}': v for k, v in attention_logit(df, m).items()
                           if k not in ('metric', 'n')}
-    return [dict(game=game, **info, **attention_behaviour(df, m, seed=seed), **logit(m))
-            for m in (Metric.HIERARCHICAL_NORM, Metric.SHARE_POS)]
+    return [dict(game=game, condition=condition, **info, **attention_behaviour(df, m, seed=seed),
+                 **logit(m)) for m in (Metric.HIERARCHICAL_NORM, Metric.SHARE_POS)]
 
-# %% ../nbs/10_dbdt.ipynb #c188
-def game_results(net, cfg: DBDTConfig, game: str, play: dict, info: dict
-                 ) -> tuple[pd.DataFrame, list[dict]]:
+# %% ../nbs/10_dbdt.ipynb #c246
+def game_results(net, cfg: DBDTConfig, game: str, play: dict, info: dict,
+                 condition: str = 'normal') -> tuple[pd.DataFrame, list[dict]]:
     "One scene game's trial table (with attention columns when asked) and its attention rows."
     agent = net_agent(net, cfg.policy, cfg.seed)
     df, obs, labels = dbdt_trials(agent, game, cfg.trials, cfg.seed, cfg.scene, play['frames'],
-                                  play['frame_skip'], cfg.num_envs, cfg.tail, cfg.progress)
+                                  play['frame_skip'], cfg.num_envs, cfg.tail, cfg.progress,
+                                  condition)
     df = df.assign(**info)
     if not cfg.attention: return df, []
     attention = trial_attention(net, obs, labels, scene_objects(game), cfg.method,
                                 progress=cfg.progress, relevance_seed=cfg.relevance_seed)
     df = pd.concat([df, attention], axis=1)
-    return df, attention_rows(df, game, info, cfg.seed)
+    return df, attention_rows(df, game, info, cfg.seed, condition)
 
-# %% ../nbs/10_dbdt.ipynb #c190
+# %% ../nbs/10_dbdt.ipynb #c248
 def save_results(out: Path, trials: list, summaries: list, attention: list):
     "Write the trial, summary and attention tables to `out`; remove a stale attention table."
     save_table(pd.concat(trials, ignore_index=True), out/'dbdt.parquet')
@@ -842,17 +1066,17 @@ def save_results(out: Path, trials: list, summaries: list, attention: list):
     if attention: save_table(pd.DataFrame(attention), out/'dbdt_attention.parquet')
     elif (out/'dbdt_attention.parquet').exists(): (out/'dbdt_attention.parquet').unlink()
 
-# %% ../nbs/10_dbdt.ipynb #c193
+# %% ../nbs/10_dbdt.ipynb #c251
 DBDT_FILES = ('dbdt.parquet', 'dbdt_summary.parquet', 'dbdt_attention.parquet')  # what it writes
 
-# %% ../nbs/10_dbdt.ipynb #c195
+# %% ../nbs/10_dbdt.ipynb #c253
 def dbdt_settings(cfg: DBDTConfig, checkpoint: Path) -> dict:
     "What changes the tables: the settings of `cfg` less where and how it runs; the checkpoint."
     skip = ('run', 'out', 'threads', 'progress')
     agent = {'checkpoint': checkpoint.name, 'checkpoint_sha256': sha256(checkpoint)}
     return {k: v for k, v in asdict(cfg).items() if k not in skip} | agent
 
-# %% ../nbs/10_dbdt.ipynb #c197
+# %% ../nbs/10_dbdt.ipynb #c255
 def dbdt(cfg: DBDTConfig) -> Path:
     "Run the DBDT of `cfg` and write its tables and manifest; returns the output folder."
     check_config(cfg)
@@ -863,10 +1087,11 @@ def dbdt(cfg: DBDTConfig) -> Path:
     begin_command(out, 'dbdt', dbdt_settings(cfg, checkpoint), DBDT_FILES, create=True)
     trials, summaries, attention = [], [], []
     for game in cfg.games:
-        df, rows = game_results(net, cfg, game, play, info)
-        trials.append(df)
-        summaries.append(summarise(df))
-        attention += rows
+        for condition in scene_conditions(game, cfg.conditions):
+            df, rows = game_results(net, cfg, game, play, info, condition)
+            trials.append(df)
+            summaries.append(summarise(df))
+            attention += rows
     save_results(out, trials, summaries, attention)
     end_command(out, 'dbdt', dbdt_command(cfg), config=asdict(cfg), seed=cfg.seed,
                 checkpoint=str(checkpoint), **info)

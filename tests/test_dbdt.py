@@ -7,6 +7,8 @@ from atoms.policies import save_checkpoint
 from atoms.training import TrainConfig, net_config
 from atoms.core import artifacts_dir, load_table, read_manifest, save_manifest, sha256, verify_artifact, write_json, write_manifest
 from atoms.dbdt import DBDTConfig, DBDT_FILES, bounce_height, dbdt, dbdt_command
+from atoms.dbdt import (BEYOND_BRIGHTNESS, CONDITIONS, behaviour_claims, condition_config, dbdt_tables,
+                        grey_control_table, with_condition)
 from atoms.dbdt import (SceneSpec, cross_ticks, attention_behaviour, attention_logit, logistic_fit, check_spec, dbdt_trials, face_x, intercepts, make_scenes, net_agent,
                         oracle_agent, random_agent, run_trials, start_scenes, summarise, wilson, TWO_BALL_GAMES)
 from atoms.games import GameConfig, PongVectorEnv
@@ -238,7 +240,8 @@ def test_cli_writes_tables_and_manifest(tmp_path, capsys):
     assert sorted(m['files']) == ['dbdt.parquet', 'dbdt_attention.parquet', 'dbdt_summary.parquet']
     assert m['step'] == 4000 and m['checkpoint'].endswith('step_000004000.safetensors') and m['seed'] == 0
     df = load_table(out/'dbdt.parquet')
-    assert len(df) == 10 and set(df.agent) == {'pong-2balls-target__a2c__1@4000'}
+    assert len(df) == 20 and set(df.agent) == {'pong-2balls-target__a2c__1@4000'}
+    assert df.groupby('condition').size().to_dict() == {'normal': 10, 'swapped': 10}          # the grey control by default
     assert {'hierarchical_norm_a', 'share_pos_b', 'followed', 'returned_0'} <= set(df.columns)
     np.testing.assert_array_equal(df.arrive_step_0, np.ceil(df.ticks_0 / 3))        # the run's frame_skip
     s = load_table(out/'dbdt_summary.parquet')
@@ -254,7 +257,7 @@ def test_cli_reproducible_and_first_checkpoint(tmp_path):
     main(args + [str(tmp_path/'a')]); main(args + [str(tmp_path/'b')])
     a, b = load_table(tmp_path/'a'/'dbdt.parquet'), load_table(tmp_path/'b'/'dbdt.parquet')
     pd.testing.assert_frame_equal(a, b)
-    assert set(a.step) == {0} and len(a) == 16 and not (tmp_path/'a'/'dbdt_attention.parquet').exists()
+    assert set(a.step) == {0} and len(a) == 24 and not (tmp_path/'a'/'dbdt_attention.parquet').exists()
 
 
 @pytest.mark.parametrize('args, msg', [(['--checkpoint', '7'], 'no checkpoint at step 7'),
@@ -387,12 +390,111 @@ def test_committed_tables_are_what_the_code_produces(tmp_path):
     run = artifacts_dir()/'runs'/'pong__a2c__1'
     if not (run/'dbdt'/'manifest.json').exists(): pytest.skip('no committed DBDT tables for pong__a2c__1')
     out = dbdt(DBDTConfig(str(run), out=str(tmp_path), relevance_seed='output', progress=False))
+    def normal(table):                                                   # the committed tables' scenes
+        table = with_condition(table)
+        return table[table.condition == 'normal'].drop(columns='condition').reset_index(drop=True)
+    def committed(name): return load_table(run/'dbdt'/name).drop(columns='condition', errors='ignore')
     for name in ('dbdt.parquet', 'dbdt_summary.parquet', 'dbdt_attention.parquet'):
-        new, old = load_table(out/name), load_table(run/'dbdt'/name)
-        pd.testing.assert_frame_equal(new, old, check_exact=False, rtol=0, atol=1e-5)
-    new, old = load_table(out/'dbdt.parquet'), load_table(run/'dbdt'/'dbdt.parquet')
+        pd.testing.assert_frame_equal(normal(load_table(out/name)), committed(name), check_exact=False, rtol=0, atol=1e-5)
+    new, old = normal(load_table(out/'dbdt.parquet')), committed('dbdt.parquet')
     behaviour = [c for c in old.columns if not c.startswith(('hierarchical_norm', 'share_pos'))]
     pd.testing.assert_frame_equal(new[behaviour], old[behaviour], check_exact=True)
-    pd.testing.assert_frame_equal(load_table(out/'dbdt_summary.parquet'),   # statsmodels' Wilson
-                                  load_table(run/'dbdt'/'dbdt_summary.parquet'),   # differs ~1e-16
+    pd.testing.assert_frame_equal(normal(load_table(out/'dbdt_summary.parquet')),   # statsmodels' Wilson
+                                  committed('dbdt_summary.parquet'),                 # differs ~1e-16
                                   check_exact=False, rtol=0, atol=1e-12)
+    assert set(load_table(out/'dbdt.parquet').condition) == set(CONDITIONS)
+
+
+# --- the grey control: target or bright? ------------------------------------------------------------------------
+
+def test_swapped_scenes_are_the_same_scenes_with_the_ball_greys_exchanged():
+    normal, swapped = (condition_config('pong-2balls-target', c, frame_skip=2) for c in CONDITIONS)
+    scene, _ = make_scenes(16, normal, seed=5)
+    obs_n, labels_n = start_scenes(PongVectorEnv(16, config=normal), scene)
+    obs_s, labels_s = start_scenes(PongVectorEnv(16, config=swapped), scene)
+    np.testing.assert_array_equal(labels_n, labels_s)                                  # same geometry
+    exchanged = np.where(obs_n == 236, 90, np.where(obs_n == 90, 236, obs_n))
+    np.testing.assert_array_equal(obs_s, exchanged)                                    # only the greys differ
+    assert (obs_n == 236).any() and (obs_n == 90).any()
+    with pytest.raises(ValueError, match='needs two ball greys'): condition_config('pong-2balls', 'swapped')
+
+
+def test_grey_control_tells_target_follower_from_bright_follower():
+    "An oracle that reads which ball is the target and one that goes for the brighter ball: same rates with the training greys, told apart by the swap."
+    trials = []
+    for name, agent in (('pong-2balls-target__oracle__1', oracle_agent(0)), ('pong__oracle__1', oracle_agent('bright'))):
+        for condition in CONDITIONS:
+            df = dbdt_trials(agent, 'pong-2balls-target', trials=40, seed=11, num_envs=40, condition=condition)[0]
+            trials.append(df.assign(agent=f'{name}@0'))
+    summary = summarise(pd.concat(trials, ignore_index=True))
+    normal = summary[(summary.condition == 'normal') & (summary.measure == 'follows_a')].rate
+    assert (normal >= 0.95).all()                                                      # indistinguishable …
+    table = grey_control_table(summary).set_index('trained')
+    assert table.cue.to_dict() == {'pong-2balls-target': 'target', 'pong': 'bright'}   # … until the greys swap
+    assert table.loc['pong-2balls-target', 'rate_swapped'] >= 0.95 and table.loc['pong', 'rate_swapped'] <= 0.05
+    assert table.loc['pong', 'rate_bright'] >= 0.95 and 0.4 <= table.loc['pong-2balls-target', 'rate_bright'] <= 0.6
+
+
+def test_grey_control_criterion_writes_its_headings():
+    from atoms.phases import claim_heading
+    assert claim_heading(BEYOND_BRIGHTNESS, 'agree') == BEYOND_BRIGHTNESS.holds != BEYOND_BRIGHTNESS.fails
+    assert claim_heading(BEYOND_BRIGHTNESS, 'undecided: 0 seeds').endswith('Not decided yet (0 seeds)')
+
+
+def test_legacy_tables_without_condition_load_as_normal():
+    summary, attention, skills = dbdt_tables(artifacts_dir()/'runs')
+    assert set(summary.condition) <= set(CONDITIONS) and set(attention.condition) <= set(CONDITIONS)
+    claims, details = behaviour_claims(summary, attention, skills, control=True)
+    assert list(claims.index) == ['behaviour', 'control', 'predicts']
+    assert list(behaviour_claims(summary, attention, skills)[0].index) == ['behaviour', 'predicts']
+    legacy = summary.drop(columns='condition')
+    claims_legacy, _ = behaviour_claims(legacy, attention.drop(columns='condition'), skills, control=True)
+    pd.testing.assert_frame_equal(claims.drop(index='control'), claims_legacy.drop(index='control'))
+    if 'swapped' not in set(summary.condition):
+        assert claims.loc['control', 'verdict'] == 'undecided: 0 seeds'
+        assert claims.loc['control', 'claim'] == BEYOND_BRIGHTNESS.claim
+    every = dbdt_tables(artifacts_dir()/'runs', net='all')[0]
+    assert set(every.net) >= set(summary.net) and len(every) >= len(summary)
+
+
+# --- statsmodels in place of the hand-written statistics ------------------------------------------------------
+
+def hand_wilson(k, n, z=1.96):
+    "The hand-written Wilson interval the module had before statsmodels (kept here as the reference)."
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    p = k / n
+    den = 1 + z**2 / n
+    mid = (p + z**2 / (2*n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
+    return mid - half, mid + half
+
+
+def hand_logistic_fit(X, y, max_iter=100, tol=1e-10, max_coef=30.):
+    "The hand-written Newton-Raphson logistic regression the module had before statsmodels."
+    coef = np.zeros(X.shape[1])
+    def hessian(c):
+        p = 1 / (1 + np.exp(-(X @ c)))
+        return p, (X * (p * (1 - p))[:, None]).T @ X
+    for _ in range(max_iter):
+        p, h = hessian(coef)
+        step = np.linalg.solve(h, X.T @ (y - p))
+        coef = coef + step
+        if np.abs(coef).max() > max_coef: break
+        if np.abs(step).max() < tol: return coef, np.sqrt(np.diag(np.linalg.pinv(hessian(coef)[1]))), True
+    return np.full_like(coef, np.nan), np.full_like(coef, np.nan), False
+
+
+def test_statsmodels_wilson_equals_the_hand_written_one():
+    k, n = np.array([0, 1, 7, 50, 159, 177, 199, 200]), np.array([10, 3, 9, 100, 200, 200, 200, 200])
+    np.testing.assert_allclose(np.array(wilson(k, n)), np.array(hand_wilson(k, n)), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize('seed, coef', [(0, [0.3, 1.0, -1.2]), (1, [-0.5, 0.2, 0.0]), (2, [1.0, -2.0, 0.7])])
+def test_statsmodels_logit_equals_the_hand_written_newton(seed, coef):
+    rng = np.random.default_rng(seed); n = 800
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.integers(0, 2, n) - 0.5])
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ coef)))).astype(float)
+    new, old = logistic_fit(X, y), hand_logistic_fit(X, y)
+    assert new[2] and old[2]
+    np.testing.assert_allclose(new[0], old[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(new[1], old[1], rtol=0, atol=1e-6)
