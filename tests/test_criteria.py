@@ -8,8 +8,10 @@ from atoms.core import artifacts_dir, load_artifact
 from atoms.dbdt import (ATTENTION_PREDICTS, DISTINCT_BEHAVIOUR, attention_logit,
                         attention_predicts_test, distinct_behaviour_test, wilson)
 from atoms.phases import (CONSISTENT, DISTINCT_ATTENTION, PADDLE_LATE, PHASES, claim_heading,
-                          consistency_test, distinct_attention_test, log_schedule,
-                          paddle_late_test, phases_test)
+                          consistency_test, crosseval_distinct_test, crosseval_profiles,
+                          distinct_attention_test, log_schedule, paddle_late_test, phases_test,
+                          smallest_p)
+from atoms.relevance import Method
 
 DBDT_RUNS = sorted(p.parent for p in (artifacts_dir()/'runs').glob('*/dbdt/manifest.json'))
 
@@ -72,3 +74,47 @@ def test_headings_follow_verdicts():
         assert claim_heading(c, 'disagree') == c.fails != c.holds
         assert 'Not decided' in claim_heading(c, 'undecided: 1 seed')
         assert c.paper and c.paper.lower() not in ('yes', 'no')
+
+
+def crosseval_tables(n_seeds, distinct, noise=0.03, seed=0):
+    "Cross-evaluation tables of 3 training games × `n_seeds`, on 2 evaluation games; run -> game."
+    rng, tables = np.random.default_rng(seed), {}
+    means = np.array([[0.6, 0.3, 0.1], [0.2, 0.6, 0.2], [0.3, 0.2, 0.5]])
+    objects = {'pong': ['ball', 'agent_paddle', 'opponent_paddle'],
+               'pong-2balls-target': ['target', 'distractor', 'agent_paddle']}
+    for k, train in enumerate(['pong', 'pong-2balls', 'pong-2balls-target']):
+        for s in range(n_seeds):
+            rows = []
+            for game, objs in objects.items():
+                h = np.clip(means[k if distinct else 0] + noise * rng.standard_normal(3), 0, None)
+                rows += [dict(train_game=train, eval_game=game, step=1, method=Method.LRP_TWO_PASS,
+                              object=o, hierarchical_norm=v) for o, v in zip(objs, h)]
+                rows.append(dict(train_game=train, eval_game=game, step=1,
+                                 method=Method.LRP_TWO_PASS, object='agent_paddle+ball',
+                                 hierarchical_norm=np.nan))
+            tables[f'{train}__a2c__nature__{s + 1}'] = pd.DataFrame(rows)
+    return tables, {run: run.split('__')[0] for run in tables}
+
+
+@pytest.mark.parametrize('n_seeds, distinct, expected', [
+    (3, True, 'agree'),                  # clearly distinct profiles per training game
+    (3, False, 'disagree'),              # one profile for all, up to seed noise
+    (2, True, 'undecided: 2 seeds'),     # 3 games × 2 seeds: smallest exact p is 6/90
+    (1, True, 'undecided: 1 seed'),
+])
+def test_crosseval_distinct_attention(n_seeds, distinct, expected):
+    tables, games = crosseval_tables(n_seeds, distinct)
+    result = crosseval_distinct_test(crosseval_profiles(tables), games, n_resamples=999)
+    assert result['verdict'] == expected
+    if expected in ('agree', 'disagree'):
+        assert len(result['runs']) == 3 * n_seeds and len(result['per_eval']) == 2
+        assert (result['contrast'] > 0.1) == (expected == 'agree')
+
+
+def test_crosseval_distinct_attention_needs_two_games_and_tables():
+    tables, games = crosseval_tables(3, True)
+    one_game = {r: t for r, t in tables.items() if games[r] == 'pong'}
+    assert crosseval_distinct_test(crosseval_profiles(one_game), games)['verdict'] == \
+        'undecided: 1 game'
+    assert crosseval_distinct_test({}, games)['verdict'] == 'undecided: no cross-evaluation'
+    assert smallest_p([3, 3, 3]) < 0.05 <= smallest_p([2, 2, 2])

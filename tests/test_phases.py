@@ -326,3 +326,52 @@ def test_boundary_consistency_on_detected_phases():
     phs = [detect_phases(synthetic_trajectory(seed=s)) for s in range(3)]
     bc = boundary_consistency(phs, names=['x', 'y', 'z'])
     assert len(bc.pairs) == 3 and bc.mean_f1 == 1.0 and bc.mean_distance < 0.1
+
+
+# --- seeds together -------------------------------------------------------------------------------
+
+
+def test_seed_bands_mean_and_interval_over_seeds():
+    from atoms.phases import seed_bands, t_interval
+    seeds = [synthetic_trajectory(seed=s) for s in range(5)]
+    bands = seed_bands(seeds)
+    row = bands[(bands.column == 'agent_paddle')].iloc[30]
+    values = [t.agent_paddle[row.step] for t in seeds]
+    assert row.seeds == 5 and np.isclose(row['mean'], np.mean(values))
+    assert np.allclose((row.lo, row.hi), t_interval(values))
+    shorter = seed_bands([seeds[0], seeds[1].iloc[:40]])   # a seed that stopped early
+    late = shorter[shorter.step > seeds[1].index[39]]
+    assert (late.seeds == 1).all() and late.lo.isna().all()
+
+
+def test_phase_leaders_and_their_agreement():
+    from atoms.phases import leader_agreement, leader_sentence, phase_leaders
+    runs = {f'g__a2c__{s}': detect_phases(synthetic_trajectory(seed=s)) for s in range(3)}
+    runs['h__a2c__1'] = detect_phases(synthetic_trajectory(levels=LEVELS3, breaks=(1e4, 1e5, 1e6)))
+    games = {r: r.split('__')[0] for r in runs}
+    leaders = phase_leaders(runs, games)
+    assert (leaders.share >= 0).all() and 'background' not in set(leaders.leader)
+    agreement = leader_agreement(leaders).set_index(['game', 'position'])
+    assert agreement.loc[('g', 'first')].leader == 'opponent_paddle'
+    assert agreement.loc[('g', 'last')].agree == 3
+    assert agreement.loc[('h', 'first')].leader == 'opponent_paddle'
+    assert agreement.loc[('h', 'last')].leader == 'agent_paddle'   # LEVELS3's last phase
+    assert 'g: the first phase is led by the opponent paddle in 3 of 3 seeds' in \
+        leader_sentence(leader_agreement(leaders))
+
+
+def test_load_runs_reads_cross_evaluations(tmp_path):
+    from atoms.core import save_table
+    from atoms.phases import CROSSEVAL_FILE, crosseval_profiles, load_runs
+    for game in ('pong', 'pong-2balls'):
+        run = tmp_path/f'{game}__a2c__nature__1'
+        at, lg = tidy(synthetic_trajectory())
+        save_table(at, run/'atoms.parquet')
+        save_table(lg, run/'log.parquet')
+    cross = pd.DataFrame(dict(train_game='pong', eval_game='pong', step=1, object=['ball', 'x+y'],
+                              method=Method.LRP_TWO_PASS, hierarchical_norm=[0.5, np.nan]))
+    save_table(cross, tmp_path/'pong__a2c__nature__1'/CROSSEVAL_FILE)
+    runset = load_runs(tmp_path)
+    assert list(runset.crosseval) == ['pong__a2c__nature__1']
+    assert crosseval_profiles(runset.crosseval)['pong'].to_dict() == \
+        {'ball': {'pong__a2c__nature__1': 0.5}}
