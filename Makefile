@@ -23,8 +23,13 @@ export: $(STAMP)
 readme: $(STAMP)
 	$(BIN)/python tools/readme.py
 
-# nbdev_test over every notebook in nbs/ (nbs/_scratch is skipped), then pytest.
+# nbdev_test over every notebook in nbs/ (nbs/_scratch is skipped), then pytest. The explorer's
+# browser test needs Debian's chromium: installed here when missing (as root, ~30 s), else skipped.
 test: $(STAMP)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium >/dev/null; }; } || \
+	  echo 'chromium is not installed: tests/test_explorer.py will skip its browser test'
 	$(BIN)/nbdev_test --n_workers 2 --do_print
 	$(BIN)/python -m pytest tests -q -n 2 --durations=10
 

@@ -264,7 +264,7 @@ def _toc_files(toc):
 def test_toc_lists_every_chapter():
     toc = yaml.safe_load((ROOT/'_toc.yml').read_text())
     assert toc['format'] == 'jb-book' and toc['root'] == 'nbs/index'
-    assert [p['caption'] for p in toc['parts']] == ['Results', 'Library']
+    assert [p['caption'] for p in toc['parts']] == ['Results', 'Explorer', 'Library']
     files = list(_toc_files(toc))
     assert len(files) == len(set(files)), 'a page is listed twice'
     for f in [toc['root'], *files]:
@@ -294,10 +294,52 @@ def test_config_is_valid_and_offline():
     assert cfg['launch_buttons']['binderhub_url'] and (ROOT/'binder').is_dir()
 
 
-def test_binder_installs_the_pinned_package():
+def test_vendored_scripts_are_listed_once_and_offline():
+    "The chart scripts: local files under book_static/, listed once, naming no external host."
+    cfg = yaml.safe_load((ROOT/'_config.yml').read_text())
+    sx = cfg['sphinx']['config']
+    static, scripts = ROOT/sx['html_static_path'][0], sx['html_js_files']
+    assert len(scripts) == len(set(scripts)) and 'vega/vega-bundle.js' in scripts
+    for js in scripts:
+        assert not js.startswith(('http', '//')) and (static/js).is_file(), js
+    assert _tool('build_book').external_refs(static) == []   # mathjax/ and vega/, every file
+    assert (static/'vega'/'LICENSE').is_file()
+    assert 'vega/vega-bundle.js' in (static/'VENDORED.md').read_text()
+    bundle = (static/'vega'/'vega-bundle.js').read_text()
+    assert '"5.20.1"' in bundle and 'window.vegaEmbed=' in bundle   # the Vega-Lite altair 5.5 emits
+
+
+def test_repository_url_is_written_once():
+    "_config.yml's repository (the launch buttons') is settings.ini's git_url."
+    import configparser
+    ini = configparser.ConfigParser()
+    ini.read(ROOT/'settings.ini')
+    cfg = yaml.safe_load((ROOT/'_config.yml').read_text())
+    assert cfg['repository']['url'] == ini['DEFAULT']['git_url']
+    assert cfg['repository']['branch'] == ini['DEFAULT']['branch']
+
+
+def _requirement_names(lines):
+    return {l.split('==')[0].strip().lower() for l in lines
+            if l.strip() and not l.startswith(('#', '-'))}
+
+
+def test_binder_installs_the_runtime_only():
+    "Binder gets the package's run-time requirements (CPU torch), not the build and test tools."
+    import configparser
+    ini = configparser.ConfigParser()
+    ini.read(ROOT/'settings.ini')
+    lines = (ROOT/'binder'/'requirements.txt').read_text().splitlines()
+    wanted = {r.lower() for r in ini['DEFAULT']['requirements'].split()}
+    assert _requirement_names(lines) == wanted
+    assert not wanted & {r.lower() for r in ini['DEFAULT']['dev_requirements'].split()}
+    assert '--extra-index-url https://download.pytorch.org/whl/cpu' in lines
+    assert '-c ../constraints.txt' in lines
+    assert 'torch==2.14.1' in lines and 'torchvision==0.29.1' in lines
     post = (ROOT/'binder'/'postBuild').read_text()
-    assert "pip install --no-cache-dir -c constraints.txt -e '.[dev]'" in post
+    assert 'pip install --no-cache-dir --no-deps -e .' in post and '[dev]' not in post
     assert (ROOT/'binder'/'runtime.txt').read_text().strip() == 'python-3.11'
+    assert (ROOT/'nbs'/'paper'/'explore.ipynb').is_file()    # the launch target
 
 
 def _smoke_book(tmp_path, pages):
@@ -337,6 +379,8 @@ def test_smoke_build_landing_page_offline(tmp_path):
     assert (html/'nbs'/'index.html').exists()
     page = (html/'nbs'/'math.html').read_text()
     assert '_static/mathjax/startup.js' in page
+    assert '_static/vega/vega-bundle.js' in page
+    assert (html/'_static'/'vega'/'vega-bundle.js').is_file()
     assert _tool('build_book').external_refs(html) == []
 
 
