@@ -3,6 +3,11 @@ to a run of 100 checkpoints (goal <= 5 min), and the cost of our LRP per frame·
 backward of the same seeds through the same network (goal <= 1.5x).
 
     .venv/bin/python benchmarks/atoms_sweep.py [--frames 150] [--checkpoints 100] [--repeats 3] [--threads 2]
+    .venv/bin/python benchmarks/atoms_sweep.py --out artifacts/benchmarks/atoms_sweep   # + a table
+
+With `--out FOLDER` the measured rows also go to FOLDER/atoms_sweep.parquet (one row per measurement: wall and
+CPU seconds, both per frame·neuron, and their ratios to plain autograd), with a manifest naming the command and
+git revision. CPU seconds of this process are steadier than wall time on a machine shared with other jobs.
 
 Random initialisation (no trained agent needed); frames are `synthetic_frames` (two paddles and a ball).
 Every figure is the median of `--repeats` runs. The machine's load is printed: timings under contention are noisy.
@@ -13,23 +18,33 @@ from running it: on a 2-core machine shared with training, one torch thread (`ch
 restored afterwards) is much the faster setting; the fused path is faster than computing the full per-neuron
 maps, because the second convolution's transposed convolution is replaced by a small matrix product per frame.
 """
-import argparse, os, statistics, time
+import argparse, os, statistics, sys, time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from atoms.core import save_table, write_manifest
 from atoms.nets import NATURE, make_net
 from atoms.relevance import (RELEVANCE_SEEDS, checkpoint_atoms, synthetic_frames, zplus_forward,
                              fast_neuron_relevance, fast_pixel_relevance, zennit_pixel_relevance,
                              fused_inputs, relevant_indices)
 
 
+class Seconds(float):
+    "A median wall time in seconds that also carries the median CPU time of the same calls, `.cpu`."
+    cpu = float('nan')
+
+
 def median_time(fn, repeats):
-    "Median wall time of `repeats` calls of `fn` (after one untimed warm-up call)."
-    fn(); ts = []
+    "Median wall time of `repeats` calls of `fn` (after one untimed warm-up call), with `.cpu`."
+    fn(); ts, cs = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        t0, c0 = time.perf_counter(), time.process_time(); fn()
+        ts.append(time.perf_counter() - t0); cs.append(time.process_time() - c0)
+    out = Seconds(statistics.median(ts))
+    out.cpu = statistics.median(cs)
+    return out
 
 
 def plain_repeated(net, x, neurons, batch):
@@ -68,7 +83,9 @@ def main():
                    help="LRP pass-1 seed: 'output' (the paper's choice), 'softmax', 'action', 'above_mean'")
     p.add_argument('--batch', type=int, default=256, help='rows (frame x neuron pairs) per backward')
     p.add_argument('--zennit-frames', type=int, default=10, help='frames for the (slow) zennit comparison')
+    p.add_argument('--out', default=None, help='also write atoms_sweep.parquet and a manifest to this folder')
     a = p.parse_args()
+    load = os.getloadavg()[0]
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     net = make_net('actor_critic', NATURE).eval()
@@ -84,6 +101,10 @@ def main():
     t_ckpt = median_time(lambda: checkpoint_atoms(
         net, obs, labels, objects, step=0, relevance_seed=a.relevance_seed, batch=a.batch), a.repeats)
     sweep = t_ckpt * a.checkpoints
+    rows = [dict(measure='checkpoint_atoms, one checkpoint', seconds=t_ckpt, cpu_seconds=t_ckpt.cpu,
+                 frames=a.frames, pairs=n_pairs),
+            dict(measure=f'sweep of {a.checkpoints} checkpoints (extrapolated)', seconds=sweep,
+                 cpu_seconds=t_ckpt.cpu * a.checkpoints, frames=a.frames, pairs=n_pairs)]
     print(f'one checkpoint (two-pass LRP + all ATOMs): {t_ckpt:.2f} s -> {a.checkpoints} checkpoints: '
           f'{sweep / 60:.1f} min (goal <= 5 min: {"met" if sweep <= 300 else "NOT met"})')
 
@@ -96,16 +117,46 @@ def main():
     print(f'pass 2 per frame·neuron, plain autograd forward+backward of the same seeds (the baseline): {us(plain)}')
     print(f'  ours, full maps R^k_p (fast z⁺ incl. its forward): {us(ours)} -> {ours / plain:.2f}x (goal <= 1.5x)')
     print(f'  ours, fused to the ATOM inputs (what the sweep runs): {us(fused)} -> {fused / plain:.2f}x')
+    for name, t in (('pass 2, plain autograd forward+backward (baseline)', plain),
+                    ('pass 2, ours: full maps (fast z+)', ours), ('pass 2, ours: fused to the ATOM inputs', fused)):
+        rows.append(dict(measure=name, seconds=t, cpu_seconds=t.cpu, frames=a.frames, pairs=n_pairs))
     try:
         bwd = median_time(lambda: plain_batched_grads(net, obs.float(), neurons, max(1, a.batch // a.frames)), a.repeats)
         print(f'  plain autograd backward only (one forward, seeds via is_grads_batched, padded to Kmax) {us(bwd)} '
               f'-> ratio {ours / bwd:.2f}x')
+        rows.append(dict(measure='pass 2, plain autograd backward only (batched seeds)', seconds=bwd,
+                         cpu_seconds=bwd.cpu, frames=a.frames, pairs=n_pairs))
     except Exception as e: print(f'  plain backward-only baseline failed: {type(e).__name__}: {e}')
-    if a.zennit_frames <= 0: return
+    if a.zennit_frames > 0: rows.append(zennit_row(a, net, obs, neurons, plain / n_pairs))
+    if a.out: write_out(a, rows, (plain / n_pairs, plain.cpu / n_pairs), load)
+
+
+def zennit_row(a, net, obs, neurons, plain_per_pair: float):
+    "Time zennit's hooks on the first `--zennit-frames` frames (slow), print and return the row."
     sub = neurons[:a.zennit_frames]; n_sub = int((sub >= 0).sum())
     z = median_time(lambda: zennit_pixel_relevance(net, obs[:a.zennit_frames], sub, batch=a.batch), max(1, a.repeats))
     print(f'  zennit hooks (ZPlusFlat, same seeds, {a.zennit_frames} frames): {1e6 * z / n_sub:.0f} µs per frame·neuron '
-          f'-> {z / n_sub / (plain / n_pairs):.2f}x plain')
+          f'-> {z / n_sub / plain_per_pair:.2f}x plain')
+    return dict(measure='pass 2, zennit hooks (ZPlusFlat)', seconds=z, cpu_seconds=z.cpu, frames=a.zennit_frames,
+                pairs=n_sub)
+
+
+def write_out(a, rows, plain_per_pair: tuple, load_before: float):
+    "The rows as OUT/atoms_sweep.parquet (per-pair wall and CPU cost, ratio to plain autograd) with a manifest."
+    import pandas as pd   # lazy: only --out needs tables
+    table = pd.DataFrame(rows)
+    is_pass2 = table.measure.str.startswith('pass 2')
+    for suffix, column, plain in (('', 'seconds', plain_per_pair[0]), ('_cpu', 'cpu_seconds', plain_per_pair[1])):
+        per_pair = table[column] / table.pairs
+        table[f'us_per_pair{suffix}'] = (1e6 * per_pair).where(is_pass2)
+        table[f'ratio_to_plain{suffix}'] = (per_pair / plain).where(is_pass2)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_table(table, out/'atoms_sweep.parquet')
+    config = {k: v for k, v in vars(a).items() if k != 'out'}
+    write_manifest(out, command='python ' + ' '.join(sys.argv), config=config, seed=0, cpus=os.cpu_count(),
+                   torch=torch.__version__, load_average=[load_before, os.getloadavg()[0]])
+    print(f'wrote {out}/atoms_sweep.parquet')
 
 
 if __name__ == '__main__':

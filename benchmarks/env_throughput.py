@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/env_throughput.py                    # N = 1, 64, 256, 1024; median of 5 runs
     .venv/bin/python benchmarks/env_throughput.py --sizes 256 --profile
+    .venv/bin/python benchmarks/env_throughput.py --out artifacts/benchmarks/env_throughput   # + a table
 
 An agent step of the atoms env is one physics tick (`frame_skip=1`) with the 4×84×84 uint8 observation stack and the
 84×84 label image rendered. Rows compared in the same run:
@@ -13,14 +14,18 @@ Ratios are atoms / other (> 1: atoms is faster). Every figure is the median of `
 `--seconds` each, after a warm-up, with actions drawn at random beforehand. The atoms env runs on one core; the last
 column divides its steps by the CPU time of this process rather than wall time (on a busy machine, where other
 processes share the cores, wall-clock figures drop with the load average printed in the header).
+With `--out FOLDER` the rows also go to FOLDER/env_throughput.parquet (one row per N and env: steps per wall
+second and per CPU second), with a manifest naming the command, the settings, the load and the git revision.
 """
 import argparse, cProfile, io, os, pstats, statistics, sys, time
+from pathlib import Path
 
 import numpy as np
 import gymnasium as gym
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from atoms.games import PongEnv, PongVectorEnv  # noqa: E402
+from atoms.core import save_table, write_manifest  # noqa: E402
 
 
 def steps_per_s(env, n, n_actions, repeats, seconds, min_steps=3):
@@ -83,6 +88,8 @@ def main(argv=None):
                    help='largest N for the ale rows (1024 emulators are slow to build)')
     p.add_argument('--profile', action='store_true',
                    help='also print a cProfile of the atoms env at the largest size')
+    p.add_argument('--out', default=None,
+                   help='also write env_throughput.parquet and a manifest to this folder')
     args = p.parse_args(argv)
     envs = {k: v for k, v in makers(args.game, args.threads).items() if k not in args.skip}
     print(f'agent steps/s, {args.game}, median of {args.repeats} runs of >= {args.seconds} s; '
@@ -90,6 +97,7 @@ def main(argv=None):
     cols = list(envs)
     print(f"{'N':>6} " + ' '.join(f'{c:>12}' for c in cols) + ' '
           + ' '.join(f'{"atoms/" + c:>14}' for c in cols[1:]) + f" {'atoms per cpu-s':>16}")
+    rows, load = [], os.getloadavg()[0]
     for n in args.sizes:
         r, cpu = {}, {}
         for name, (make, n_actions) in envs.items():
@@ -99,7 +107,21 @@ def main(argv=None):
             except Exception as err: print(f'  {name} at N={n} failed: {err!r}')
         print(f'{n:>6} ' + ' '.join(f'{r[c]:>12,.0f}' for c in cols) + ' ' +
               ' '.join(f'{r["atoms"] / r[c]:>14.1f}' for c in cols[1:]) + f' {cpu["atoms"]:>16,.0f}', flush=True)
+        rows += [dict(game=args.game, n_envs=n, env=c, steps_per_s=r[c], steps_per_cpu_s=cpu[c]) for c in cols]
+    if args.out: write_out(args, rows, load)
     if args.profile: profile(args.game, max(args.sizes))
+
+
+def write_out(args, rows, load_before):
+    "The rows as OUT/env_throughput.parquet with a manifest (command, settings, load, git revision)."
+    import pandas as pd   # lazy: only --out needs tables
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_table(pd.DataFrame(rows), out/'env_throughput.parquet')
+    config = {k: v for k, v in vars(args).items() if k not in ('out', 'profile')}
+    write_manifest(out, command='python ' + ' '.join(sys.argv), config=config, seed=0, cpus=os.cpu_count(),
+                   load_average=[load_before, os.getloadavg()[0]])
+    print(f'wrote {out}/env_throughput.parquet')
 
 
 if __name__ == '__main__':

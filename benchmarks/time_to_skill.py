@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/time_to_skill.py                      # all three games, A2C, seed 1
     .venv/bin/python benchmarks/time_to_skill.py --games pong --dqn   # also DQN on pong (30-min budget)
     .venv/bin/python benchmarks/time_to_skill.py --compare_rules      # old vs new rule, committed runs
+    .venv/bin/python benchmarks/time_to_skill.py --skip_training --out artifacts/benchmarks/training_loop
 
 Skill is reached at the first checkpoint from which two consecutive greedy evaluations are >= the
 target, or at a single evaluation of at least 400 points that is >= the target (`atoms.policies.
@@ -21,14 +22,16 @@ config, and prints, per game: wall time (training + checkpoint evaluations) and 
 reached (the rule above), the training steps/s, and the best skill reached.
 In the same run it prints a random policy's points-won rate (the opponent must stay a real opponent) and the
 training throughput of our loop against a CleanRL-style loop (gymnasium SyncVectorEnv over single envs,
-same network, same batch), median of several alternating measurements.
+same network, same batch), median of several alternating measurements. With --skip_training --out FOLDER,
+those two parts are also written to FOLDER/random_policy.parquet and FOLDER/loop_throughput.parquet with a
+manifest.
 """
-import argparse, json, statistics, sys, time
+import argparse, json, os, statistics, sys, time
 from pathlib import Path
 import torch
 import gymnasium as gym
 from atoms.policies import evaluate, random_policy, time_to_skill
-from atoms.training import TrainConfig, train, open_run, ac_step
+from atoms.training import TrainConfig, train, open_run, ac_step, resolve
 from atoms.core import artifacts_dir, load_table
 from atoms.games import GAMES, PongEnv
 
@@ -74,6 +77,21 @@ def throughput(cfg, reference: bool, updates: int) -> tuple:
     return n / (time.perf_counter() - t), 1e3 * env_s[0] / n
 
 
+def write_loop_tables(a, randoms: list, loops: list, base):
+    "The random-policy and loop-throughput rows as two tables in `a.out`, with a manifest."
+    import pandas as pd   # lazy: only --out needs tables
+    from atoms.core import save_table, write_manifest
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    save_table(pd.DataFrame(randoms), out/'random_policy.parquet')
+    save_table(pd.DataFrame(loops), out/'loop_throughput.parquet')
+    cfg = resolve(base)
+    config = dict(games=a.games, repeats=a.repeats, updates=a.updates, game=cfg.game, algo=cfg.algo,
+                  net=cfg.net, num_envs=cfg.num_envs, n_steps=cfg.n_steps, threads=1)
+    write_manifest(out, command='python ' + ' '.join(sys.argv), config=config, seed=123,
+                   load_average=[a.load_start, os.getloadavg()[0]], cpus=os.cpu_count())
+    print(f'wrote {out}/random_policy.parquet and loop_throughput.parquet')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--games', nargs='+', default=list(GAMES), choices=GAMES)
@@ -85,11 +103,13 @@ def main():
     ap.add_argument('--updates', type=int, default=40, help='updates per throughput measurement')
     ap.add_argument('--skip_training', action='store_true', help='only the random-policy and throughput parts')
     ap.add_argument('--runs', nargs='+', help='report time to skill from these finished run folders instead of training')
-    ap.add_argument('--out', default=None, help='with --runs: also write the table to OUT/time_to_skill.parquet with a manifest')
+    ap.add_argument('--out', default=None, help='with --runs: also write the table to OUT/time_to_skill.parquet with a manifest; '
+                    'with --skip_training: the random-policy and loop-throughput tables')
     ap.add_argument('--runs_root', default=None, help='train into ROOT/{game}__{algo}__{seed} (default: runs/, where a finished run is just read)')
     ap.add_argument('--compare_rules', nargs='*', metavar='RUN',
                     help='only print old- vs new-rule steps to skill of these runs (default: artifacts/runs/*)')
     a = ap.parse_args()
+    a.load_start = os.getloadavg()[0]
     torch.set_num_threads(1)
     print(OLD_RULE_NOTE)
     if a.compare_rules is not None:
@@ -100,9 +120,11 @@ def main():
         return
 
     print('## Random policy (greedy evaluation protocol, 400 points)')
+    randoms = []
     for g in a.games:
         r = evaluate(random_policy(0), g, points=400, envs=64, seed=123)
         print(f'{g:20s} random policy wins {r["points_won_rate"]:.3f} of {r["won"] + r["lost"]} points')
+        randoms.append(dict(game=g, points_won_rate=r['points_won_rate'], won=r['won'], lost=r['lost']))
 
     if not a.runs:
         print('\n## Training throughput: our loop vs a CleanRL-style SyncVectorEnv loop (A2C, same net and batch)')
@@ -117,6 +139,10 @@ def main():
         print(f'ours {mo:,.0f} steps/s, reference {mr:,.0f} steps/s (medians of {a.repeats}), ratio {mo / mr:.2f}x')
         print(f'per agent step: env {eo:.3f} ms (ours) vs {er:.3f} ms (reference); everything else (network, optimiser) '
               f'{1e3 / mo - eo:.3f} vs {1e3 / mr - er:.3f} ms. The ratio cannot exceed (env_ref + rest) / (env_ours + rest).')
+        if a.skip_training and a.out:
+            loops = [dict(loop=name, steps_per_s=s, env_ms_per_step=e, other_ms_per_step=1e3 / s - e)
+                     for name, s, e in (('ours: PongVectorEnv', mo, eo), ('reference: SyncVectorEnv', mr, er))]
+            write_loop_tables(a, randoms, loops, base)
     if a.skip_training: return
     if a.runs:
         print(f'\n## Time to skill >= {a.target:.0%} (two in a row, or one of >= 400 points), from finished runs')
