@@ -7,11 +7,15 @@ training summed over the runs.
 
     .venv/bin/python benchmarks/study_table.py runs            # a study's run folders
     .venv/bin/python benchmarks/study_table.py artifacts/runs --net nature
+    .venv/bin/python benchmarks/study_table.py artifacts/runs --out artifacts/benchmarks/study  # + a table
+
+With `--out FOLDER` the table also goes to FOLDER/study.parquet with a sealed manifest (command, config, git
+revision), which the book's performance appendix reads.
 """
-import argparse, json
+import argparse, json, sys
 from pathlib import Path
 import pandas as pd
-from atoms.core import ArtifactError, read_manifest
+from atoms.core import ArtifactError, read_manifest, save_table, write_manifest
 from atoms.policies import time_to_skill
 
 
@@ -48,6 +52,7 @@ def main():
     ap.add_argument('root', type=Path, help='folder holding run folders')
     ap.add_argument('--net', choices=['small', 'nature'])
     ap.add_argument('--algo', choices=['a2c', 'ppo', 'dqn'])
+    ap.add_argument('--out', type=Path, help='also write study.parquet and a manifest to this folder')
     args = ap.parse_args()
     if not args.root.is_dir(): ap.error(f'{args.root}: not a folder')
     match = {k: v for k, v in dict(net=args.net, algo=args.algo).items() if v}
@@ -60,6 +65,12 @@ def main():
     print('\nenv steps to skill over seeds (NaN: not reached):')
     print(summary.to_string(float_format=lambda x: f'{x:,.0f}'))
     print(f'\ntraining CPU-hours (one thread per run), summed: {table.train_minutes.sum() / 60:.2f}')
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_table(table, args.out/'study.parquet')
+        write_manifest(args.out, command='python ' + ' '.join(sys.argv),
+                       config=dict(root=str(args.root), **match))
+        print(f'wrote {args.out}/study.parquet')
 
 
 if __name__ == '__main__':
