@@ -500,7 +500,7 @@ def check_finished_commands(folder: Path) -> dict:
 # %% ../nbs/08_analysis.ipynb #c113
 RUN_FILES = ('log.parquet', 'config.json', 'atoms.parquet')   # a packaged run must have these
 PACKAGED_FILES = (*RUN_FILES, 'maps.safetensors')             # copied when present
-PACKAGED_FOLDERS = ('crosseval', 'dbdt')   # results of other commands, copied when present
+PACKAGED_FOLDERS = ('crosseval', 'dbdt', 'intervene')   # other commands' results, when present
 
 def check_packable(run: Path) -> dict:
     "Verify `run` and its result folders, and return its manifest, if it has what packaging needs."

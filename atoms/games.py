@@ -18,7 +18,7 @@ __all__ = ['GAMES', 'ACTIONS', 'OPPONENT_SPEED', 'INT_FIELDS', 'FLOAT_FIELDS', '
            'GameConfig', 'resolve_defaults', 'check_numbers', 'check_ranges', 'check_layout', 'check_ball_speeds',
            'check_greys', 'PongEngine', 'serve_heights', 'move_paddles', 'move_balls', 'return_balls', 'tick',
            'render_labels', 'pixel_ids', 'object_pixels', 'check_scene', 'set_scene', 'FrameStack', 'PongVectorEnv',
-           'check_actions', 'play', 'check_state', 'PongEnv', 'show_games']
+           'check_actions', 'play', 'check_draw', 'check_state', 'PongEnv', 'show_games']
 
 # %% ../nbs/01_games.ipynb #c005
 GAMES = ('pong', 'pong-2balls', 'pong-2balls-target')                   # the variants
@@ -400,8 +400,16 @@ class FrameStack:
         self._drawn_lab = np.broadcast_to(self._lbase, (n, len(ids))).copy()       # ... in labels
         self._grey = np.ascontiguousarray(np.broadcast_to(c.greys[ids], self._drawn.shape))
         self._ids = np.ascontiguousarray(np.broadcast_to(ids, self._drawn_lab.shape))
+        self.shown = None          # (P,) mask of the object pixels drawn (None: all; see draw_as)
 
 # %% ../nbs/01_games.ipynb #c089
+@patch_to(FrameStack)
+def paint(self, drawn, greys):
+    "Write `greys` at the flat offsets `drawn` (..., P), skipping the pixels of hidden objects."
+    if self.shown is None: self._oflat[drawn] = greys
+    else: self._oflat[drawn[..., self.shown]] = greys[..., self.shown]
+
+# %% ../nbs/01_games.ipynb #c092
 @patch_to(FrameStack)
 def push(self, pix):
     "Shift every stack one frame back, draw the newest frame (objects at `pix` (N, P)) and labels."
@@ -409,12 +417,12 @@ def push(self, pix):
     self._oflat[d] = self.engine.cfg.grey_background          # erase the objects of every frame
     np.subtract(d[:, 1:], self.area, out=d[:, :-1])              # frame k shows what k + 1 showed
     np.add(self._obase[:, -1], pix, out=d[:, -1])
-    self._oflat[d] = self._grey                                  # draw them
+    self.paint(d, self._grey)                                     # draw them
     self._lflat[dl] = 0
     np.add(self._lbase, pix, out=dl)
     self._lflat[dl] = self._ids
 
-# %% ../nbs/01_games.ipynb #c091
+# %% ../nbs/01_games.ipynb #c094
 @patch_to(FrameStack)
 def restack(self, mask):
     "Redraw the whole stack and labels of games `mask` (N,), balls drawn back in time."
@@ -427,12 +435,12 @@ def restack(self, mask):
     pix = object_pixels(engine, np.repeat(idx, c.stack), bx, by).reshape(n, c.stack, -1)
     self._drawn[idx] = self._obase[idx] + pix
     self.obs[idx] = c.grey_background
-    self._oflat[self._drawn[idx]] = self._grey[:n]
+    self.paint(self._drawn[idx], self._grey[:n])
     self._drawn_lab[idx] = self._lbase[idx] + object_pixels(engine, idx)
     engine.labels[idx] = 0
     self._lflat[self._drawn_lab[idx]] = self._ids[:n]
 
-# %% ../nbs/01_games.ipynb #c094
+# %% ../nbs/01_games.ipynb #c097
 class PongVectorEnv(VectorEnv):
     """N Pong games of one variant, stepped together.
 
@@ -484,7 +492,7 @@ class PongVectorEnv(VectorEnv):
         self._restack(np.ones(self.num_envs, bool))
         return self._obs
 
-# %% ../nbs/01_games.ipynb #c096
+# %% ../nbs/01_games.ipynb #c099
 @patch_to(PongVectorEnv)
 def _allocate(self):
     "Allocate the frame stack and the buffers `step` fills in place."
@@ -498,7 +506,7 @@ def _allocate(self):
     self._final = np.zeros_like(self._obs)             # info['final_obs'] (rows of ended games)
     self._restack = self._stack.restack
 
-# %% ../nbs/01_games.ipynb #c098
+# %% ../nbs/01_games.ipynb #c101
 @patch_to(PongVectorEnv)
 def reset(self, *, seed=None, options=None):
     "Start every game anew, then set the scene of `options={'scene': {...}}` (see `set_scene`)."
@@ -513,7 +521,7 @@ def reset(self, *, seed=None, options=None):
     self._restack(every)
     return self._obs, {'labels': self.engine.labels}
 
-# %% ../nbs/01_games.ipynb #c101
+# %% ../nbs/01_games.ipynb #c104
 def check_actions(actions, num_envs: int) -> np.ndarray:
     "The actions as an array, or an error if they are not `num_envs` integers in [0, 2]."
     a = np.asarray(actions)
@@ -524,7 +532,7 @@ def check_actions(actions, num_envs: int) -> np.ndarray:
                          f'(stay, up, down), got {a}')
     return a
 
-# %% ../nbs/01_games.ipynb #c103
+# %% ../nbs/01_games.ipynb #c106
 def play(engine: PongEngine, actions, frame_skip: int) -> tuple:
     "Run `frame_skip` ticks with the same actions: summed (won, lost, returns) per game."
     won, lost, hits = tick(engine, actions)
@@ -535,7 +543,7 @@ def play(engine: PongEngine, actions, frame_skip: int) -> tuple:
         hits += more_hits
     return won, lost, hits
 
-# %% ../nbs/01_games.ipynb #c105
+# %% ../nbs/01_games.ipynb #c108
 @patch_to(PongVectorEnv)
 def step(self, actions):
     "Advance every game one agent step: (obs, reward, terminated, truncated, info), buffers reused."
@@ -569,13 +577,39 @@ def _end_episodes(self, done, info: dict):
     self._ret[done] = 0
     self._restack(done)
 
-# %% ../nbs/01_games.ipynb #c107
+# %% ../nbs/01_games.ipynb #c110
 @patch_to(PongVectorEnv)
 def render(self):
     "The newest frame of every game as RGB (N, H, W, 3)."
     return np.repeat(self._obs[:, -1][..., None], 3, -1)
 
-# %% ../nbs/01_games.ipynb #c112
+# %% ../nbs/01_games.ipynb #c113
+def check_draw(cfg: GameConfig, name: str, grey: int | None):
+    "Raise a one-line error if `name` is no drawn object of `cfg` or `grey` is not a free grey."
+    objects = [k for k in cfg.labels if k != 'background']
+    if name not in objects:
+        raise ValueError(f'draw_as: unknown object {name!r}; choose from {objects}')
+    if grey is None: return
+    if isinstance(grey, bool) or not isinstance(grey, (int, np.integer)) or not 0 <= grey <= 255:
+        raise ValueError(f'draw_as: grey must be an integer in [0, 255] or None, got {grey!r}')
+    others = np.delete(cfg.greys, cfg.labels[name])
+    if grey in others:
+        raise ValueError(f'draw_as: grey {grey} is used by another object or the background; '
+                         'give a free grey, or None to hide the object')
+
+# %% ../nbs/01_games.ipynb #c115
+@patch_to(PongVectorEnv)
+def draw_as(self, name: str,            # an object of `self.labels` (not the background)
+            grey: int | None = None):   # its new grey (None: invisible)
+    "Draw object `name` in `grey` (None: not at all) from the next frame drawn; physics unchanged."
+    check_draw(self.cfg, name, grey)
+    stack, mine = self._stack, pixel_ids(self.cfg) == self.labels[name]
+    shown = np.ones(len(mine), bool) if stack.shown is None else stack.shown
+    shown[mine] = grey is not None
+    stack.shown = None if shown.all() else shown
+    if grey is not None: stack._grey[..., mine] = grey
+
+# %% ../nbs/01_games.ipynb #c121
 @patch_to(PongVectorEnv)
 def _state_arrays(self) -> dict:
     "The live arrays that make up the env's state, by state-dict key."
@@ -588,7 +622,7 @@ def _state_arrays(self) -> dict:
             'episode_return': self._ret, 'reward': self._rew, 'terminated': self._term,
             'truncated': self._trunc, 'final_obs': self._final}
 
-# %% ../nbs/01_games.ipynb #c114
+# %% ../nbs/01_games.ipynb #c123
 @patch_to(PongVectorEnv)
 def state_dict(self) -> dict:
     """Everything that determines the env's future, as copies: a flat dict for `load_state_dict`.
@@ -611,7 +645,7 @@ def state_dict(self) -> dict:
     state['np_random'] = self.np_random.bit_generator.state
     return state
 
-# %% ../nbs/01_games.ipynb #c116
+# %% ../nbs/01_games.ipynb #c125
 def check_state(state: dict, arrays: dict):
     "Raise a one-line error naming the first key of `state` that is missing, unknown or misshapen."
     for k in (*arrays, 'np_random'):
@@ -624,7 +658,7 @@ def check_state(state: dict, arrays: dict):
             raise ValueError(f'load_state_dict: {k!r} has shape {tuple(np.shape(state[k]))}, '
                              f'expected {a.shape}')
 
-# %% ../nbs/01_games.ipynb #c118
+# %% ../nbs/01_games.ipynb #c127
 @patch_to(PongVectorEnv)
 def load_state_dict(self, state: dict) -> np.ndarray:
     """Restore the env in place from `state_dict()`'s output, return the observation buffer.
@@ -643,7 +677,7 @@ def load_state_dict(self, state: dict) -> np.ndarray:
     self.engine.rng = self.np_random
     return self._obs
 
-# %% ../nbs/01_games.ipynb #c122
+# %% ../nbs/01_games.ipynb #c131
 class PongEnv(gym.Env):
     "One Pong game (spec: `PongVectorEnv`), `info['labels']` is the newest frame's label image."
     metadata = {'render_modes': ['rgb_array'], 'render_fps': 30}
@@ -676,7 +710,7 @@ class PongEnv(gym.Env):
 
     def render(self): return self.venv.render()[0] if self.render_mode == 'rgb_array' else None
 
-# %% ../nbs/01_games.ipynb #c124
+# %% ../nbs/01_games.ipynb #c133
 ENV_IDS = {'pong': 'atoms/Pong-v0', 'pong-2balls': 'atoms/Pong2Balls-v1',
            'pong-2balls-target': 'atoms/Pong2BallsTarget-v0'}          # gymnasium id per variant
 for _game, _env_id in ENV_IDS.items():
@@ -684,11 +718,11 @@ for _game, _env_id in ENV_IDS.items():
         gym.register(_env_id, entry_point=PongEnv, kwargs={'game': _game},
                      vector_entry_point=PongVectorEnv, max_episode_steps=None)
 
-# %% ../nbs/01_games.ipynb #c127
+# %% ../nbs/01_games.ipynb #c136
 LABEL_COLOURS = np.array([[30, 30, 30], [92, 186, 92], [213, 130, 74], [236, 236, 236],
                           [80, 140, 240]], np.uint8)                # RGB of each label id
 
-# %% ../nbs/01_games.ipynb #c129
+# %% ../nbs/01_games.ipynb #c138
 def show_games(seed: int = 0, steps: int = 30):
     "A figure: the newest frame of each variant beside its colour-coded labels after random steps."
     import matplotlib.pyplot as plt   # lazy: only this figure needs matplotlib (1 s to import)

@@ -78,16 +78,16 @@ def test_study_completes_then_skips(cluster, tiny):
     cfg = replace(tiny, scheduler=cluster['address'])
     table = study(cfg)
     assert set(table['status']) == {'done'}, table
-    assert len(table) == 4 * 5           # train, analyse, dbdt, crosseval, package of four runs
+    assert len(table) == 4 * 6           # train, analyse, dbdt, crosseval, intervene, package of four runs
     steps = list(table[table.run == 'pong__a2c__small__1'].step)
-    assert steps == ['train', 'analyse', 'dbdt', 'crosseval', 'package']
+    assert steps == ['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'package']
     runs, packages = Path(cfg.runs_root), Path(cfg.packages)
     assert (runs/'pong-2balls__a2c__small__2'/'dbdt'/'dbdt.parquet').exists()
     assert (runs/'pong__a2c__small__1'/'dbdt'/'dbdt.parquet').exists()   # pong agents meet two balls too
     crosseval = pd.read_parquet(runs/'pong__a2c__small__1'/'crosseval'/'crosseval.parquet')
     assert set(crosseval.eval_game) == {'pong', 'pong-2balls'}
     assert (runs/'logs'/'pong__a2c__small__1.train.log').exists()
-    for name in ('atoms.parquet', 'crosseval/crosseval.parquet'):    # the package comes last
+    for name in ('atoms.parquet', 'crosseval/crosseval.parquet', 'intervene/intervene.parquet'):   # package last
         assert (packages/'pong__a2c__small__1'/name).exists()
     assert (packages/'pong-2balls__a2c__small__2'/'dbdt'/'dbdt.parquet').exists()
     kept = {seed: read_manifest(packages/f'pong__a2c__small__{seed}')['checkpoint_steps']
@@ -194,8 +194,8 @@ def test_a_failed_run_does_not_stop_the_others(cluster, tiny, tmp_path, capsys):
     (tmp_path/'runs').mkdir()
     (tmp_path/'runs'/'pong__a2c__small__2').write_text('a file where the run folder should be')
     table = study(cfg).set_index(['run', 'step'])['status']
-    assert list(table['pong__a2c__small__1']) == ['done'] * 5
-    assert list(table['pong__a2c__small__2']) == ['failed'] + ['blocked'] * 4
+    assert list(table['pong__a2c__small__1']) == ['done'] * 6
+    assert list(table['pong__a2c__small__2']) == ['failed'] + ['blocked'] * 5
     err = capsys.readouterr().err
     log = tmp_path/'runs'/'logs'/'pong__a2c__small__2.train.log'
     assert 'failed: pong__a2c__small__2 train: FileExistsError' in err and f'(log: {log})' in err
