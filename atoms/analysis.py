@@ -37,7 +37,7 @@ __all__ = ['DEFAULT_METHODS', 'ANALYSE_MINIMA', 'ATOM_COLUMNS', 'ANALYSE_WRITES'
            'analyse_command', 'analyse_settings', 'recorded_settings', 'analysed_relevance_seed', 'check_same_settings',
            'settings_to_record', 'check_listed_checkpoints', 'check_maps_present', 'start_analysis', 'analyse',
            'CrossEvalConfig', 'check_games', 'check_crosseval_config', 'eval_set_folders', 'final_checkpoint',
-           'crosseval_folder', 'wide_atoms', 'crosseval_settings', 'crosseval_command', 'FinalAgent',
+           'command_folder', 'crosseval_folder', 'wide_atoms', 'crosseval_settings', 'crosseval_command', 'FinalAgent',
            'crosseval_inputs', 'load_crosseval_table', 'game_rows', 'crosseval', 'PackageConfig', 'package_indices',
            'check_finished_commands', 'check_packable', 'package_dest', 'check_replaceable', 'save_half_maps',
            'read_maps', 'copy_folder', 'copy_run', 'package_manifest', 'swap_in', 'clean_stale_packages',
@@ -377,19 +377,32 @@ def final_checkpoint(run: Path) -> tuple[int, Path, dict]:
     return step, path, config
 
 # %% ../nbs/08_analysis.ipynb #c087
-def crosseval_folder(cfg: CrossEvalConfig) -> Path:
-    "The folder `cfg` writes to, refused if it is the run, above it, or another command's."
-    out, run = Path(cfg.out) if cfg.out else Path(cfg.run)/'crosseval', Path(cfg.run).resolve()
+def command_folder(field: str,  # the config field named in errors, e.g. 'CrossEvalConfig.out'
+                   out,         # the folder the command would write to
+                   run,         # the run folder it reads
+                   command: str  # the command's name in the folder's manifest
+                  ) -> Path:
+    "`out` as a Path; refused if a file, the run or above it, or holding others' files."
+    out, run = Path(out), Path(run).resolve()
     if out.exists() and not out.is_dir():
-        raise ValueError(f'CrossEvalConfig.out: {out} is a file, not a folder')
+        raise ValueError(f'{field}: {out} is a file, not a folder')
     if out.resolve() in (run, *run.parents):
-        raise ValueError(f'CrossEvalConfig.out: {out} is the run folder or a folder above it')
+        raise ValueError(f'{field}: {out} is the run folder or a folder above it')
+    if out.is_dir() and any(out.iterdir()) and not (out/'manifest.json').is_file():
+        raise ValueError(f'{field}: {out} holds files but no manifest; '
+                         'choose a new or empty folder')
     m = read_manifest(out) if (out/'manifest.json').is_file() else {}
-    if set(m.get('commands', {})) - {'crosseval'}:
-        raise ValueError(f'CrossEvalConfig.out: {out} holds the results of another command')
+    if set(m.get('commands', {})) - {command}:
+        raise ValueError(f'{field}: {out} holds the results of another command')
     return out
 
 # %% ../nbs/08_analysis.ipynb #c090
+def crosseval_folder(cfg: CrossEvalConfig) -> Path:
+    "The folder `cfg` writes to (see `command_folder`)."
+    out = Path(cfg.out) if cfg.out else Path(cfg.run)/'crosseval'
+    return command_folder('CrossEvalConfig.out', out, cfg.run, 'crosseval')
+
+# %% ../nbs/08_analysis.ipynb #c093
 def wide_atoms(table: pd.DataFrame) -> pd.DataFrame:
     "An ATOM table with one column per metric: one row per step, method and object."
     wide = table.pivot(index=['step', 'method', 'object'], columns='metric', values='value')
@@ -397,7 +410,7 @@ def wide_atoms(table: pd.DataFrame) -> pd.DataFrame:
     wide.columns.name = None
     return wide
 
-# %% ../nbs/08_analysis.ipynb #c093
+# %% ../nbs/08_analysis.ipynb #c096
 CROSSEVAL_WRITES = ('crosseval.parquet',)   # the files `atoms crosseval` writes
 CROSSEVAL_KEYS = ['train_game', 'eval_game', 'step', 'method', 'object']   # before the metrics
 
@@ -407,12 +420,12 @@ def crosseval_settings(cfg: CrossEvalConfig, checkpoint: Path) -> dict:
                 eval_root=cfg.eval_root, checkpoint=checkpoint.name,
                 checkpoint_sha256=sha256(checkpoint))
 
-# %% ../nbs/08_analysis.ipynb #c095
+# %% ../nbs/08_analysis.ipynb #c098
 def crosseval_command(cfg: CrossEvalConfig) -> str:
     "The re-runnable `atoms crosseval` command line of `cfg`."
     return command_line('atoms crosseval', cfg, skip=('progress',))
 
-# %% ../nbs/08_analysis.ipynb #c097
+# %% ../nbs/08_analysis.ipynb #c100
 class FinalAgent(NamedTuple):
     "A run's final agent: its network, step, checkpoint file and training config."
     net: torch.nn.Module
@@ -420,7 +433,7 @@ class FinalAgent(NamedTuple):
     path: Path
     config: dict
 
-# %% ../nbs/08_analysis.ipynb #c098
+# %% ../nbs/08_analysis.ipynb #c101
 def crosseval_inputs(cfg: CrossEvalConfig) -> tuple[list, FinalAgent, Path, dict]:
     "Check `cfg` and the run, then begin: methods, final agent, out folder, inputs by game."
     methods, folders = check_crosseval_config(cfg), eval_set_folders(cfg)
@@ -431,13 +444,13 @@ def crosseval_inputs(cfg: CrossEvalConfig) -> tuple[list, FinalAgent, Path, dict
     begin_command(out, 'crosseval', crosseval_settings(cfg, path), CROSSEVAL_WRITES, create=True)
     return methods, FinalAgent(net, step, path, config), out, sets
 
-# %% ../nbs/08_analysis.ipynb #c099
+# %% ../nbs/08_analysis.ipynb #c102
 def load_crosseval_table(out: Path) -> pd.DataFrame:
     "The cross-evaluation table in `out`, or an empty one when there is none yet."
     path = out/'crosseval.parquet'
     return load_table(path) if path.exists() else pd.DataFrame(columns=CROSSEVAL_KEYS)
 
-# %% ../nbs/08_analysis.ipynb #c101
+# %% ../nbs/08_analysis.ipynb #c104
 def game_rows(agent: FinalAgent,
               game: str,             # the evaluation set's game
               evalset: tuple,        # (obs, labels, objects), see `eval_inputs`
@@ -451,7 +464,7 @@ def game_rows(agent: FinalAgent,
     rows = rows.assign(train_game=agent.config['game'], eval_game=game)
     return rows[[*CROSSEVAL_KEYS, *(c for c in rows.columns if c not in CROSSEVAL_KEYS)]]
 
-# %% ../nbs/08_analysis.ipynb #c102
+# %% ../nbs/08_analysis.ipynb #c105
 def crosseval(cfg: CrossEvalConfig) -> Path:
     "ATOMs of the final checkpoint of `cfg.run` on each game's evaluation set; returns the table."
     methods, agent, out, sets = crosseval_inputs(cfg)
@@ -470,7 +483,7 @@ def crosseval(cfg: CrossEvalConfig) -> Path:
                 train_game=agent.config['game'])
     return out/'crosseval.parquet'
 
-# %% ../nbs/08_analysis.ipynb #c106
+# %% ../nbs/08_analysis.ipynb #c109
 @dataclass
 class PackageConfig:
     "Copy the small, book-relevant part of a run into artifacts/runs/ (with a manifest)."
@@ -479,7 +492,7 @@ class PackageConfig:
     checkpoints: int = 8
     out: str | None = None  # destination (default artifacts/runs/{run name})
 
-# %% ../nbs/08_analysis.ipynb #c108
+# %% ../nbs/08_analysis.ipynb #c111
 def package_indices(n: int,  # checkpoints of the run
                     k: int,  # checkpoints to package
                    ) -> list[int]:
@@ -487,7 +500,7 @@ def package_indices(n: int,  # checkpoints of the run
     if k < 0: raise ValueError(f'PackageConfig.checkpoints must be >= 0, got {k}')
     return [n - 1] if k == 1 else spread_indices(n, k)
 
-# %% ../nbs/08_analysis.ipynb #c111
+# %% ../nbs/08_analysis.ipynb #c114
 def check_finished_commands(folder: Path) -> dict:
     "Verify an artifact folder against its manifest and return it, if no command is under way."
     m = verify_artifact(folder)
@@ -497,7 +510,7 @@ def check_finished_commands(folder: Path) -> dict:
                             f'interrupted; finish it (run it again) before packaging')
     return m
 
-# %% ../nbs/08_analysis.ipynb #c113
+# %% ../nbs/08_analysis.ipynb #c116
 RUN_FILES = ('log.parquet', 'config.json', 'atoms.parquet')   # a packaged run must have these
 PACKAGED_FILES = (*RUN_FILES, 'maps.safetensors')             # copied when present
 PACKAGED_FOLDERS = ('crosseval', 'dbdt', 'intervene')   # other commands' results, when present
@@ -511,7 +524,7 @@ def check_packable(run: Path) -> dict:
         if (run/sub/'manifest.json').exists(): check_finished_commands(run/sub)
     return check_finished_commands(run)
 
-# %% ../nbs/08_analysis.ipynb #c116
+# %% ../nbs/08_analysis.ipynb #c119
 def package_dest(cfg: PackageConfig) -> Path:
     "The destination of `cfg` (resolved), refusing the run itself, a folder inside it or above it."
     run = Path(cfg.run).resolve()
@@ -521,7 +534,7 @@ def package_dest(cfg: PackageConfig) -> Path:
                          'choose a folder of its own (packaging must not overwrite what it reads)')
     return dest
 
-# %% ../nbs/08_analysis.ipynb #c118
+# %% ../nbs/08_analysis.ipynb #c121
 def check_replaceable(dest: Path, run: Path):
     "Refuse a non-empty `dest` unless it is a previous package of `run` (same name and config)."
     if dest.exists() and not dest.is_dir(): raise ArtifactError(f'{dest}: a file, not a folder')
@@ -534,26 +547,26 @@ def check_replaceable(dest: Path, run: Path):
         raise ArtifactError(f'{dest}: not empty and not a previous package of {run}; '
                             'choose a new or empty --out')
 
-# %% ../nbs/08_analysis.ipynb #c121
+# %% ../nbs/08_analysis.ipynb #c124
 def save_half_maps(src: Path, dest: Path):
     "Write the relevance maps file `src` to `dest` in float16, with the same keys and metadata."
     maps, meta = load_weights(src)
     save_weights({k: v.to(torch.float16) for k, v in maps.items()}, dest, meta)
 
-# %% ../nbs/08_analysis.ipynb #c123
+# %% ../nbs/08_analysis.ipynb #c126
 def read_maps(folder) -> tuple[dict[str, np.ndarray], dict]:
     "The kept relevance maps of a run or package (verified) as float32 arrays, and their metadata."
     maps, meta = load_artifact(folder, 'maps.safetensors')
     return {k: v.float().numpy() for k, v in maps.items()}, meta
 
-# %% ../nbs/08_analysis.ipynb #c125
+# %% ../nbs/08_analysis.ipynb #c128
 def copy_folder(src: Path, dest: Path):
     "Copy the files of the artifact folder `src` that its manifest lists, and the manifest."
     for name in [*read_manifest(src)['files'], 'manifest.json']:
         (dest/name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src/name, dest/name)
 
-# %% ../nbs/08_analysis.ipynb #c127
+# %% ../nbs/08_analysis.ipynb #c130
 def copy_run(run: Path, dest: Path, checkpoints: list[Path], listed: dict):
     "Copy into the new folder `dest` the packaged files of `run` that `listed` (its manifest) has."
     dest.mkdir(parents=True)
@@ -567,7 +580,7 @@ def copy_run(run: Path, dest: Path, checkpoints: list[Path], listed: dict):
         (dest/'checkpoints').mkdir(exist_ok=True)
         shutil.copy2(verify_file(run, f'checkpoints/{p.name}', listed), dest/'checkpoints'/p.name)
 
-# %% ../nbs/08_analysis.ipynb #c130
+# %% ../nbs/08_analysis.ipynb #c133
 def package_manifest(cfg: PackageConfig,  # the packaging command
                      dest: Path,            # the packaged run
                      source: dict,          # manifest of the source run
@@ -584,7 +597,7 @@ def package_manifest(cfg: PackageConfig,  # the packaging command
                    checkpoint_steps=steps, commands=source.get('commands', {}),
                    complete=source.get('complete'), final_step=source.get('final_step'))
 
-# %% ../nbs/08_analysis.ipynb #c131
+# %% ../nbs/08_analysis.ipynb #c134
 def swap_in(new: Path, dest: Path):
     "Put the complete folder `new` at `dest`; a previous `dest` is deleted only after."
     old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.old.', suffix='.tmp'))
@@ -592,13 +605,13 @@ def swap_in(new: Path, dest: Path):
     os.replace(new, dest)
     shutil.rmtree(old)
 
-# %% ../nbs/08_analysis.ipynb #c133
+# %% ../nbs/08_analysis.ipynb #c136
 def clean_stale_packages(dest: Path):
     "Delete the temporary folders an interrupted packaging left beside `dest`."
     for p in dest.parent.glob(f'.{dest.name}.*.tmp'):
         if p.is_dir(): shutil.rmtree(p)
 
-# %% ../nbs/08_analysis.ipynb #c135
+# %% ../nbs/08_analysis.ipynb #c138
 def package_size(dest: Path) -> str:
     "A package's size: its tables, maps and manifests, and its checkpoints, in MB."
     files = [p for p in dest.rglob('*') if p.is_file()]
@@ -606,7 +619,7 @@ def package_size(dest: Path) -> str:
     rest = sum(p.stat().st_size for p in files) - weights
     return f'{dest}: {rest / 1e6:.2f} MB without weights, {weights / 1e6:.2f} MB of checkpoints'
 
-# %% ../nbs/08_analysis.ipynb #c137
+# %% ../nbs/08_analysis.ipynb #c140
 def package_run(cfg: PackageConfig) -> Path:
     "Package `cfg.run` into the artifacts folder; returns the destination."
     run, dest = Path(cfg.run), package_dest(cfg)

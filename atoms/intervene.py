@@ -12,10 +12,10 @@ import tyro
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 from .core import (begin_command, command_line, end_command, load_artifact, load_table,
-                        read_manifest, save_table)
+                        save_table)
 from .games import GameConfig, PongVectorEnv
 from .policies import greedy, load_checkpoint
-from .analysis import (check_listed_checkpoints, checkpoints_of, eval_inputs,
+from .analysis import (check_listed_checkpoints, checkpoints_of, command_folder, eval_inputs,
                             final_checkpoint, package_indices)
 from .phases import bootstrap_mean, pivot_atoms, rise_step
 
@@ -168,19 +168,9 @@ def chosen_checkpoints(run, k: int) -> list[tuple[int, Path]]:
 
 # %% ../nbs/16_intervene.ipynb #c033
 def intervene_folder(cfg: InterveneConfig) -> Path:
-    "The folder `cfg` writes to, refused if it is the run, above it, or another command's."
-    out, run = Path(cfg.out) if cfg.out else Path(cfg.run)/'intervene', Path(cfg.run).resolve()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f'InterveneConfig.out: {out} is a file, not a folder')
-    if out.resolve() in (run, *run.parents):
-        raise ValueError(f'InterveneConfig.out: {out} is the run folder or a folder above it')
-    if out.is_dir() and any(out.iterdir()) and not (out/'manifest.json').is_file():
-        raise ValueError(f'InterveneConfig.out: {out} holds files but no manifest; choose a new '
-                         'or empty folder')
-    m = read_manifest(out) if (out/'manifest.json').is_file() else {}
-    if set(m.get('commands', {})) - {'intervene'}:
-        raise ValueError(f'InterveneConfig.out: {out} holds the results of another command')
-    return out
+    "The folder `cfg` writes to (see `command_folder` in the Analysis chapter)."
+    out = Path(cfg.out) if cfg.out else Path(cfg.run)/'intervene'
+    return command_folder('InterveneConfig.out', out, cfg.run, 'intervene')
 
 # %% ../nbs/16_intervene.ipynb #c036
 INTERVENE_WRITES = ('intervene.parquet',)   # the files `atoms intervene` writes

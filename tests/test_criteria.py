@@ -31,7 +31,10 @@ def test_logit_reproduces_committed_coefficients(folder):
     trials = load_artifact(folder, 'dbdt.parquet')
     committed = load_artifact(folder, 'dbdt_attention.parquet')
     for row in committed.itertuples():
-        fit = attention_logit(trials[trials.game == row.game], row.metric)
+        rows = trials.game == row.game
+        if 'condition' in trials:   # tables with the swapped-grey control: one fit per condition
+            rows &= trials.condition == getattr(row, 'condition', 'normal')
+        fit = attention_logit(trials[rows], row.metric)
         assert fit['converged'] == row.logit_converged
         np.testing.assert_allclose([fit['coef'], fit['lo'], fit['hi']],
                                    [row.logit_coef, row.logit_lo, row.logit_hi], atol=1e-6)
