@@ -510,7 +510,7 @@ def update(self: LiveExplorer):
                       method=self.method.value, map=relevance, source=source)
     self.data = self.current_data(relevance)
     self.out.clear_output(wait=True)
-    with self.out:
+    with self.out, alt.renderers.enable('mimetype'):   # the spec alone: no script from a CDN
         print(f'{self.folder.name}, step {self.checkpoint.value:,}: {source} map')
         if len(self.data.maps):
             display(explorer_chart(self.data, inputs=False))
