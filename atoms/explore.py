@@ -28,14 +28,14 @@ from .policies import load_checkpoint
 from .relevance import Method, explain
 
 # %% auto #0
-__all__ = ['MAP_LEVELS', 'BASE64', 'METHOD_NAMES', 'VEGA_BUNDLE', 'EMBED_SCRIPT', 'LIVE_METHODS', 'encode_map', 'decode_map',
-           'decode_expressions', 'map_key', 'map_rows', 'box_rows', 'bar_rows', 'trajectory_rows', 'ExplorerData',
-           'run_folder', 'explorer_data', 'data_bytes', 'explorer_params', 'selected', 'heatmap_chart', 'outline_chart',
-           'bars_chart', 'trajectory_chart', 'caption_chart', 'explorer_chart', 'explorer_html', 'game_runs',
-           'game_data', 'ExplorerPage', 'game_explorer', 'standalone_html', 'live_explanation', 'live_map', 'agent_net',
-           'kept_maps', 'checkpoint_files', 'LiveExplorer', 'explorer_steps', 'build_widgets', 'explanation',
-           'current_obs', 'agent', 'current_map', 'current_bars', 'current_data', 'update', 'explorer_widget',
-           'explore', 'binder_url', 'CallableModule']
+__all__ = ['MAP_LEVELS', 'BASE64', 'METHOD_NAMES', 'VEGA_BUNDLE', 'EMBED_SCRIPT', 'LIVE_METHODS', 'VEGALITE_MIME', 'encode_map',
+           'decode_map', 'decode_expressions', 'map_key', 'map_rows', 'box_rows', 'bar_rows', 'trajectory_rows',
+           'ExplorerData', 'run_folder', 'explorer_data', 'data_bytes', 'explorer_params', 'selected', 'heatmap_chart',
+           'outline_chart', 'bars_chart', 'trajectory_chart', 'caption_chart', 'explorer_chart', 'explorer_html',
+           'game_runs', 'game_data', 'ExplorerPage', 'game_explorer', 'standalone_html', 'live_explanation', 'live_map',
+           'agent_net', 'kept_maps', 'checkpoint_files', 'LiveExplorer', 'explorer_steps', 'build_widgets',
+           'explanation', 'current_obs', 'agent', 'current_map', 'current_bars', 'current_data', 'update',
+           'explorer_widget', 'explore', 'binder_url', 'CallableModule']
 
 # %% ../nbs/15_explore.ipynb #c005
 MAP_LEVELS = 255   # the largest byte of a quantised map
@@ -503,6 +503,8 @@ def current_data(self: LiveExplorer, relevance: np.ndarray | None) -> ExplorerDa
 LiveExplorer.current_data = current_data
 
 # %% ../nbs/15_explore.ipynb #c093
+VEGALITE_MIME = 'application/vnd.vegalite.v5+json'   # the mime type JupyterLab draws vega-lite from
+
 def update(self: LiveExplorer):
     "Recompute the shown map and redraw the panels."
     relevance, source = self.current_map()
@@ -510,10 +512,11 @@ def update(self: LiveExplorer):
                       method=self.method.value, map=relevance, source=source)
     self.data = self.current_data(relevance)
     self.out.clear_output(wait=True)
-    with self.out, alt.renderers.enable('mimetype'):   # the spec alone: no script from a CDN
+    with self.out:
         print(f'{self.folder.name}, step {self.checkpoint.value:,}: {source} map')
-        if len(self.data.maps):
-            display(explorer_chart(self.data, inputs=False))
+        if len(self.data.maps):   # the spec alone, which JupyterLab draws: no script from the web
+            spec = explorer_chart(self.data, inputs=False).to_dict()
+            display({VEGALITE_MIME: spec, 'text/plain': 'the explorer chart'}, raw=True)
 
 LiveExplorer.update = update
 
