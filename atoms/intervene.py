@@ -46,7 +46,7 @@ def intervene_frames(obs,        # (X, stack, H, W) frame stacks
                     ) -> np.ndarray:
     "A copy of `obs` with object `label` removed (background grey) or recoloured (a free grey)."
     if kind not in KINDS: raise ValueError(f'kind must be one of {KINDS}, got {kind!r}')
-    out = np.array(obs, copy=True)
+    out = np.asarray(obs).copy()   # a torch tensor too (np.array(t, copy=True) warns)
     out[np.asarray(labels) == label] = greys[0] if kind == 'remove' else free_grey(greys)
     return out
 

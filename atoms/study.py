@@ -25,9 +25,9 @@ from .intervene import InterveneConfig, intervene
 __all__ = ['StepName', 'NETS', 'KEPT_SEED', 'PACKAGED_TABLES', 'STEPS', 'StudyConfig', 'RunKey', 'expand', 'study_folders',
            'log_file', 'validate', 'train_config', 'analyse_config', 'dbdt_config', 'crosseval_config',
            'intervene_config', 'package_config', 'same_config', 'manifest_of', 'train_done', 'analyse_done',
-           'command_finished', 'dbdt_done', 'crosseval_done', 'intervene_done', 'package_done', 'Step', 'steps_of',
-           'step_named', 'capture', 'run_lock', 'run_step', 'pending', 'check_run_folder', 'connect', 'disconnect',
-           'submit', 'dask_failure', 'collect', 'report', 'study']
+           'command_finished', 'dbdt_done', 'final_step_done', 'crosseval_done', 'intervene_done', 'package_done',
+           'Step', 'steps_of', 'step_named', 'capture', 'run_lock', 'run_step', 'pending', 'check_run_folder',
+           'connect', 'disconnect', 'submit', 'dask_failure', 'collect', 'report', 'study']
 
 # %% ../nbs/11_study.ipynb #c005
 StepName = Literal['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'package']   # in order
@@ -212,24 +212,27 @@ def dbdt_done(dc: DBDTConfig) -> bool:
             and m.get('checkpoint') == str(find_checkpoint(dc.run, dc.checkpoint)))
 
 # %% ../nbs/11_study.ipynb #c053
-def crosseval_done(cc: CrossEvalConfig) -> bool:
-    "Whether the run's final checkpoint was cross-evaluated with these settings."
-    m, ckpts = manifest_of(cc.out or Path(cc.run)/'crosseval'), checkpoints_of(cc.run)
-    return (bool(ckpts) and command_finished(m, 'crosseval')
-            and 'crosseval.parquet' in m.get('files', {})
-            and same_config(m.get('config', {}), asdict(cc), ignore=('progress', 'threads'))
+def final_step_done(cfg,          # a CrossEvalConfig or InterveneConfig (fields run, out)
+                    command: str,  # the step's command name, also its default output folder
+                   ) -> bool:
+    "Whether `command` ran on the run's final checkpoint, to its end, with the settings of `cfg`."
+    m, ckpts = manifest_of(cfg.out or Path(cfg.run)/command), checkpoints_of(cfg.run)
+    return (bool(ckpts) and command_finished(m, command)
+            and f'{command}.parquet' in m.get('files', {})
+            and same_config(m.get('config', {}), asdict(cfg), ignore=('progress', 'threads'))
             and m.get('checkpoint') == str(ckpts[-1][1]))
 
 # %% ../nbs/11_study.ipynb #c055
+def crosseval_done(cc: CrossEvalConfig) -> bool:
+    "Whether the run's final checkpoint was cross-evaluated with these settings."
+    return final_step_done(cc, 'crosseval')
+
+# %% ../nbs/11_study.ipynb #c057
 def intervene_done(ic: InterveneConfig) -> bool:
     "Whether the run was intervened on, up to its final checkpoint, with these settings."
-    m, ckpts = manifest_of(ic.out or Path(ic.run)/'intervene'), checkpoints_of(ic.run)
-    return (bool(ckpts) and command_finished(m, 'intervene')
-            and 'intervene.parquet' in m.get('files', {})
-            and same_config(m.get('config', {}), asdict(ic), ignore=('progress', 'threads'))
-            and m.get('checkpoint') == str(ckpts[-1][1]))
+    return final_step_done(ic, 'intervene')
 
-# %% ../nbs/11_study.ipynb #c058
+# %% ../nbs/11_study.ipynb #c060
 PACKAGED_TABLES = ('log.parquet', 'atoms.parquet', 'dbdt/dbdt.parquet',
                    'crosseval/crosseval.parquet',
                    'intervene/intervene.parquet')   # a package must hold the run's current ones
@@ -243,7 +246,7 @@ def package_done(pc: PackageConfig) -> bool:
             and all(files.get(f) == (sha256(run/f) if (run/f).exists() else None)
                     for f in PACKAGED_TABLES))
 
-# %% ../nbs/11_study.ipynb #c061
+# %% ../nbs/11_study.ipynb #c063
 @dataclass(frozen=True)
 class Step:
     "One step of a run: how to configure it, run it and tell whether it is finished."
@@ -253,7 +256,7 @@ class Step:
     done: Callable  # config -> True when the outputs' manifest says it finished with these settings
     games: tuple[str, ...] = GAMES  # the games the step applies to
 
-# %% ../nbs/11_study.ipynb #c063
+# %% ../nbs/11_study.ipynb #c065
 STEPS = (Step('train', train_config, train, train_done),
          Step('analyse', analyse_config, analyse, analyse_done),
          Step('dbdt', dbdt_config, dbdt, dbdt_done),
@@ -261,17 +264,17 @@ STEPS = (Step('train', train_config, train, train_done),
          Step('intervene', intervene_config, intervene, intervene_done),
          Step('package', package_config, package_run, package_done))
 
-# %% ../nbs/11_study.ipynb #c065
+# %% ../nbs/11_study.ipynb #c067
 def steps_of(key: RunKey) -> list[Step]:
     "The steps that apply to a run, in order."
     return [s for s in STEPS if key.game in s.games]
 
-# %% ../nbs/11_study.ipynb #c067
+# %% ../nbs/11_study.ipynb #c069
 def step_named(name: str) -> Step:
     "The step called `name`."
     return next(s for s in STEPS if s.name == name)
 
-# %% ../nbs/11_study.ipynb #c070
+# %% ../nbs/11_study.ipynb #c072
 def capture(call: Callable, step_cfg, log: Path) -> dict:
     "Call `call(step_cfg)` with its output going to `log`; a failure becomes a status."
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -284,7 +287,7 @@ def capture(call: Callable, step_cfg, log: Path) -> dict:
             return dict(status='failed', error=f'{type(e).__name__}: {e}'.splitlines()[0][:300])
     return dict(status='done', error='')
 
-# %% ../nbs/11_study.ipynb #c073
+# %% ../nbs/11_study.ipynb #c075
 @contextlib.contextmanager
 def run_lock(path: Path):
     "Hold an exclusive lock on the file `path`; the OS releases it even if the process dies."
@@ -293,7 +296,7 @@ def run_lock(path: Path):
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
-# %% ../nbs/11_study.ipynb #c075
+# %% ../nbs/11_study.ipynb #c077
 def run_step(cfg: StudyConfig, key: RunKey, name: str, upstream: dict | None = None) -> dict:
     "The task: run step `name` of run `key` unless finished or blocked; returns a small status."
     status = dict(run=key.name, step=name, log=str(log_file(cfg, key, name)), seconds=0.0)
@@ -307,14 +310,14 @@ def run_step(cfg: StudyConfig, key: RunKey, name: str, upstream: dict | None = N
         outcome = capture(step.call, step_cfg, Path(status['log']))
     return {**status, **outcome, 'seconds': round(time.monotonic() - t0, 2)}
 
-# %% ../nbs/11_study.ipynb #c078
+# %% ../nbs/11_study.ipynb #c080
 def pending(cfg: StudyConfig, key: RunKey) -> tuple[list[str], list[str]]:
     "A run's steps split into (finished, to do)."
     steps = [s for s in steps_of(key) if s.name in cfg.steps]
     first = next((i for i, s in enumerate(steps) if not s.done(s.make(cfg, key))), len(steps))
     return [s.name for s in steps[:first]], [s.name for s in steps[first:]]
 
-# %% ../nbs/11_study.ipynb #c081
+# %% ../nbs/11_study.ipynb #c083
 def check_run_folder(cfg: StudyConfig, key: RunKey):
     "Refuse a run folder that holds a run made with another config."
     tc = train_config(cfg, key)
@@ -327,7 +330,7 @@ def check_run_folder(cfg: StudyConfig, key: RunKey):
                               f'config ({diff[0]}: {old[diff[0]]!r} there, {new.get(diff[0])!r} '
                               'here); use another runs_root or delete that folder')
 
-# %% ../nbs/11_study.ipynb #c084
+# %% ../nbs/11_study.ipynb #c086
 def connect(cfg: StudyConfig) -> Client:
     "A client of the scheduler at `cfg.scheduler`, or of a new LocalCluster sized to the machine."
     from distributed import Client, LocalCluster  # lazy: 1.5 s to import; only `study` needs it
@@ -340,14 +343,14 @@ def connect(cfg: StudyConfig) -> Client:
         raise ValueError(f'StudyConfig.scheduler: cannot reach {cfg.scheduler} within '
                          f'{cfg.connect_timeout_s:g} s') from None
 
-# %% ../nbs/11_study.ipynb #c086
+# %% ../nbs/11_study.ipynb #c088
 def disconnect(client: Client):
     "Close the client, and its cluster where the study started one."
     cluster = client.cluster
     client.close()
     if cluster is not None: cluster.close()
 
-# %% ../nbs/11_study.ipynb #c089
+# %% ../nbs/11_study.ipynb #c091
 def submit(client: Client, cfg: StudyConfig, key: RunKey, names: list[str]) -> dict:
     "Submit steps `names` of a run, each after the one before; returns {future: its base status}."
     futures, upstream = {}, None
@@ -357,14 +360,14 @@ def submit(client: Client, cfg: StudyConfig, key: RunKey, names: list[str]) -> d
         futures[upstream] = dict(run=key.name, step=name, log=str(log_file(cfg, key, name)))
     return futures
 
-# %% ../nbs/11_study.ipynb #c092
+# %% ../nbs/11_study.ipynb #c094
 def dask_failure(base: dict, error) -> dict:
     "The status of a task Dask could not finish; `error` is (type, exception, traceback) or one."
     exc = error[1] if isinstance(error, tuple) else error
     return {**base, 'status': 'failed', 'seconds': 0.0,
             'error': f'{type(exc).__name__}: {exc}'.splitlines()[0][:300]}
 
-# %% ../nbs/11_study.ipynb #c095
+# %% ../nbs/11_study.ipynb #c097
 def collect(client: Client, futures: dict, bar) -> list[dict]:
     "Wait on `client`'s loop for every future in `futures`, ticking `bar`; one status each."
     from distributed import as_completed  # lazy: see `connect`
@@ -375,7 +378,7 @@ def collect(client: Client, futures: dict, bar) -> list[dict]:
         bar.update()
     return out
 
-# %% ../nbs/11_study.ipynb #c098
+# %% ../nbs/11_study.ipynb #c100
 def report(table: pd.DataFrame) -> str:
     "A summary line of a study's statuses, then one line per step that did not finish."
     counts = table['status'].value_counts()
@@ -384,7 +387,7 @@ def report(table: pd.DataFrame) -> str:
         lines.append(f'{r.status}: {r.run} {r.step}: {r.error} (log: {r.log})')
     return '\n'.join(lines)
 
-# %% ../nbs/11_study.ipynb #c101
+# %% ../nbs/11_study.ipynb #c103
 def study(cfg: StudyConfig) -> pd.DataFrame:
     "Run every step of every run of the study on Dask, skipping finished ones; one row per step."
     keys = expand(validate(cfg))
