@@ -32,12 +32,13 @@ __all__ = ['SCORE', 'SYNTHETIC_LEVELS', 'MODELS', 'PHASES', 'CONSISTENT', 'PADDL
            'cross_game_f1', 'random_boundaries', 'consistency_test', 'other_rises', 'paddle_lags', 't_interval',
            'paddle_late_test', 'tv_distances', 'between_minus_within', 'distinct_attention_test', 'crosseval_profiles',
            'smallest_p', 'pooled_contrast', 'relabelled_p', 'runs_on_every_game', 'contrast_table', 'undecided_reason',
-           'crosseval_distinct_test', 'run_name_parts', 'run_net', 'find_runs', 'claim_row', 'final_skill',
-           'phases_claim', 'consistency_claim', 'paddle_claim', 'final_profiles', 'distinct_measured',
-           'distinct_attention_claim', 'RunSet', 'main_net', 'load_crosseval', 'load_runs', 'comparable_profiles',
-           'attention_claims', 'profile_long', 'profile_chart', 'on_steps', 'seed_bands', 'boundary_rules',
-           'band_layers', 'plot_seed_bands', 'segment_leader', 'phase_leaders', 'phase_position', 'commonest',
-           'leader_agreement', 'leader_sentence', 'subset_shares', 'subset_chart', 'top_subsets_by_alpha']
+           'crosseval_distinct_test', 'run_name_parts', 'run_net', 'find_runs', 'per_game', 'claim_row', 'final_skill',
+           'phases_claim', 'consistency_claim', 'paddle_measured', 'paddle_claim', 'final_profiles',
+           'distinct_measured', 'distinct_attention_claim', 'RunSet', 'main_net', 'load_crosseval', 'load_runs',
+           'comparable_profiles', 'attention_claims', 'profile_long', 'profile_chart', 'on_steps', 'seed_bands',
+           'boundary_rules', 'band_layers', 'plot_seed_bands', 'range_bands', 'headline_chart', 'segment_leader',
+           'phase_leaders', 'phase_position', 'commonest', 'leader_agreement', 'leader_sentence', 'subset_shares',
+           'subset_chart', 'top_subsets_by_alpha']
 
 # %% ../nbs/09_phases.ipynb #c005
 SCORE = 'score'   # name of the score column in a trajectory
@@ -987,41 +988,61 @@ def find_runs(folder, algo: str = 'a2c', net: str | None = None) -> pd.DataFrame
     return runs if net is None else runs[runs.net == net].reset_index(drop=True)
 
 # %% ../nbs/09_phases.ipynb #c204
+def per_game(counts: pd.Series,  # seeds (runs) per game, indexed by game
+             note: str = '',     # what the runs counted are, e.g. 'cross-evaluated'
+            ) -> str:
+    "'pong 3, pong-2balls 1': the seeds a verdict rests on, game by game."
+    text = ', '.join(f'{g} {int(n)}' for g, n in counts.items()) or '0'
+    return f'{text} ({note})' if note and len(counts) else text
+
+# %% ../nbs/09_phases.ipynb #c207
 def claim_row(criterion: Criterion, result: dict, measured: str, chapter: str = '') -> dict:
     "One row of a claims table: the paper says, we measured, seeds, verdict, and its heading."
     return dict(claim=criterion.claim, paper=criterion.paper, measured=measured,
                 seeds=result['n_seeds'], verdict=result['verdict'], chapter=chapter,
-                heading=claim_heading(criterion, result['verdict']))
+                heading=claim_heading(criterion, result['verdict']),
+                seeds_per_game=result.get('per_game', str(result['n_seeds'])))
 
-# %% ../nbs/09_phases.ipynb #c206
+# %% ../nbs/09_phases.ipynb #c209
 def final_skill(traj: pd.DataFrame, n_last: int = 5) -> float:
     "Mean score (greedy points-won rate, the skill) of the last `n_last` checkpoints."
     return float(traj[SCORE].iloc[-n_last:].mean())
 
-# %% ../nbs/09_phases.ipynb #c209
+# %% ../nbs/09_phases.ipynb #c212
 def phases_claim(phases: dict, games: dict, chapter: str = '') -> tuple[dict, pd.DataFrame]:
     "The phases claim: per game, `phases_test` on the runs' boundary counts."
     counts = pd.DataFrame({'game': games, 'boundaries': {r: len(p.boundaries)
                                                          for r, p in phases.items()}})
     table = pd.DataFrame({g: phases_test(d.boundaries) for g, d in counts.groupby('game')}).T
     result = dict(n_seeds=int(table.n_seeds.min()), verdict=verdict(
-        bool(table.passed.all()), int(table.n_seeds.min()), PHASES.min_seeds))
+        bool(table.passed.all()), int(table.n_seeds.min()), PHASES.min_seeds),
+        per_game=per_game(table.n_seeds))
     measured = '; '.join(f'{g}: phases in {r.with_phases} of {r.n_seeds} seeds (p = {r.p:.2g})'
                          for g, r in table.iterrows())
     return claim_row(PHASES, result, measured, chapter), table
 
-# %% ../nbs/09_phases.ipynb #c211
+# %% ../nbs/09_phases.ipynb #c214
 def consistency_claim(phases: dict, games: dict, trajs: dict, tol: float = 0.25,
                       chapter: str = '', **kw) -> tuple[dict, dict]:
     "The consistency claim: `consistency_test` over the runs of every game."
     runs = list(phases)
     result = consistency_test([phases[r] for r in runs], [games[r] for r in runs],
                               [list(trajs[r].index) for r in runs], tol=tol, **kw)
+    result['per_game'] = per_game(pd.Series(games)[runs].value_counts().sort_index())
     measured = (f"mean cross-game matching F = {result['f1']:.2f} against "
                 f"{result['null_f1']:.2f} for random boundaries (p = {result['p']:.2g})")
     return claim_row(CONSISTENT, result, measured, chapter), result
 
-# %% ../nbs/09_phases.ipynb #c213
+# %% ../nbs/09_phases.ipynb #c216
+def paddle_measured(game: str, test) -> str:
+    "One game's `paddle_late_test` in words, saying where a lag is undefined (no rise)."
+    score = (f'{test.lag_score:+.2f} decades from the score' if np.isfinite(test.lag_score)
+             else 'no rise of the paddle or of the score')
+    others = (f'{test.lag_others:+.2f} from the other objects' if np.isfinite(test.lag_others)
+              else "no other object's attention rises, so no lag to them")
+    return f'{game}: paddle {score}, {others}'
+
+# %% ../nbs/09_phases.ipynb #c218
 def paddle_claim(trajs: dict, games: dict, min_skill: float = 0.5, margin: float = 0.3,
                  chapter: str = '', **kw) -> tuple[dict, pd.DataFrame]:
     "The late-paddle claim: per game whose runs learned it, `paddle_late_test` over its seeds."
@@ -1033,12 +1054,12 @@ def paddle_claim(trajs: dict, games: dict, min_skill: float = 0.5, margin: float
                           for g, d in learned.groupby('game')}).T
     n = int(table.n_seeds.min()) if len(table) else 0
     result = dict(n_seeds=n, verdict=verdict(bool(len(table) and table.passed.all()), n,
-                                             PADDLE_LATE.min_seeds))
-    measured = '; '.join(f'{g}: paddle {r.lag_score:+.2f} decades from the score, '
-                         f'{r.lag_others:+.2f} from the other objects' for g, r in table.iterrows())
+                                             PADDLE_LATE.min_seeds),
+                  per_game=per_game(learned.groupby('game').size(), 'runs that learned their game'))
+    measured = '; '.join(paddle_measured(g, r) for g, r in table.iterrows())
     return claim_row(PADDLE_LATE, result, measured, chapter), lags
 
-# %% ../nbs/09_phases.ipynb #c215
+# %% ../nbs/09_phases.ipynb #c220
 def final_profiles(tables: dict, metric: str = Metric.HIERARCHICAL_NORM,
                    method: str = Method.LRP_TWO_PASS) -> pd.DataFrame:
     "Each run's final-checkpoint attention profile: one row per run, one column per object."
@@ -1049,7 +1070,7 @@ def final_profiles(tables: dict, metric: str = Metric.HIERARCHICAL_NORM,
         rows[run] = last.set_index('object').value
     return pd.DataFrame(rows).T.drop(columns='background', errors='ignore')
 
-# %% ../nbs/09_phases.ipynb #c217
+# %% ../nbs/09_phases.ipynb #c222
 def distinct_measured(result: dict) -> str:
     "What the cross-evaluated distinct-attention test measured, in words."
     table = result['per_eval']
@@ -1060,14 +1081,16 @@ def distinct_measured(result: dict) -> str:
     return (f"TV between training games minus within, pooled over {len(table)} evaluation "
             f"games: {result['contrast']:+.2f}{p}")
 
-# %% ../nbs/09_phases.ipynb #c218
+# %% ../nbs/09_phases.ipynb #c223
 def distinct_attention_claim(profiles: dict, games: dict, chapter: str = '',
                              **kw) -> tuple[dict, dict]:
     "The distinct-attention claim: `crosseval_distinct_test` on the cross-evaluated profiles."
     result = crosseval_distinct_test(profiles, games, **kw)
+    runs = pd.Series(games, dtype=object)[list(result['runs'])]
+    result['per_game'] = per_game(runs.value_counts().sort_index(), 'cross-evaluated')
     return claim_row(DISTINCT_ATTENTION, result, distinct_measured(result), chapter), result
 
-# %% ../nbs/09_phases.ipynb #c221
+# %% ../nbs/09_phases.ipynb #c226
 @dataclass
 class RunSet:
     "The runs of one algorithm under a folder, read once: what the claims are decided on."
@@ -1079,22 +1102,22 @@ class RunSet:
     net: str = ''        # the network of every run in the set
     crosseval: dict = field(default_factory=dict)   # run -> its cross-evaluation table
 
-# %% ../nbs/09_phases.ipynb #c222
+# %% ../nbs/09_phases.ipynb #c227
 def main_net(runs: pd.DataFrame) -> str:
     "The network whose runs cover the most games, then the most seeds (ties: by name)."
     cover = runs.groupby('net').agg(games=('game', 'nunique'), runs=('run', 'size')).reset_index()
     return cover.sort_values(['games', 'runs', 'net'], ascending=[False, False, True]).net.iloc[0]
 
-# %% ../nbs/09_phases.ipynb #c224
+# %% ../nbs/09_phases.ipynb #c229
 CROSSEVAL_FILE = Path('crosseval')/'crosseval.parquet'   # a run's cross-evaluation table
 
-# %% ../nbs/09_phases.ipynb #c225
+# %% ../nbs/09_phases.ipynb #c230
 def load_crosseval(runs: pd.DataFrame) -> dict:
     "The cross-evaluation table of every run in `runs` (`find_runs`) that has one."
     return {r.run: load_table(r.path/CROSSEVAL_FILE) for r in runs.itertuples()
             if (r.path/CROSSEVAL_FILE).exists()}
 
-# %% ../nbs/09_phases.ipynb #c226
+# %% ../nbs/09_phases.ipynb #c231
 def load_runs(folder, algo: str = 'a2c', net: str | None = None) -> RunSet:
     "Every run of `algo` and `net` (default: `main_net`) under `folder`, read."
     runs = find_runs(folder, algo)
@@ -1107,14 +1130,14 @@ def load_runs(folder, algo: str = 'a2c', net: str | None = None) -> RunSet:
                   {run: detect_phases(t) for run, t in trajs.items()}, net,
                   load_crosseval(runs))
 
-# %% ../nbs/09_phases.ipynb #c228
+# %% ../nbs/09_phases.ipynb #c233
 def comparable_profiles(profiles: pd.DataFrame) -> pd.DataFrame:
     "Final profiles on the objects every game has: the two paddles, and all balls together."
     balls = [c for c in profiles.columns if c not in ('agent_paddle', 'opponent_paddle')]
     return profiles[['agent_paddle', 'opponent_paddle']].assign(
         balls=profiles[balls].sum(axis=1, min_count=1))
 
-# %% ../nbs/09_phases.ipynb #c230
+# %% ../nbs/09_phases.ipynb #c235
 def attention_claims(runset: RunSet, chapter: str = 'paper/01_attention') -> tuple:
     "The four claims about attention over training: claims table, and each test's details."
     games, trajs = runset.games, runset.trajs
@@ -1129,7 +1152,7 @@ def attention_claims(runset: RunSet, chapter: str = 'paper/01_attention') -> tup
     return claims, dict(phases=phases_table, consistent=consistent, lags=lags,
                         profiles=profiles, crosseval=cross, distinct=distinct)
 
-# %% ../nbs/09_phases.ipynb #c234
+# %% ../nbs/09_phases.ipynb #c239
 def profile_long(profiles: dict, games: dict, confidence: float = 0.95) -> pd.DataFrame:
     "Tidy profiles: eval game, training game, run, object, share, and the seeds' mean and interval."
     cols = ['eval_game', 'train_game', 'run', 'object', 'share', 'seeds', 'mean', 'lo', 'hi']
@@ -1144,7 +1167,7 @@ def profile_long(profiles: dict, games: dict, confidence: float = 0.95) -> pd.Da
         hi=lambda v: t_interval(v, confidence)[1])
     return long.join(stats, on=['eval_game', 'train_game', 'object'])[cols]
 
-# %% ../nbs/09_phases.ipynb #c237
+# %% ../nbs/09_phases.ipynb #c242
 def profile_chart(long: pd.DataFrame, width: int = 150, title: str = '') -> alt.Chart:
     "Bars of the mean profile over seeds, intervals and seeds' dots, per training × eval game."
     if not len(long):
@@ -1166,7 +1189,7 @@ def profile_chart(long: pd.DataFrame, width: int = 150, title: str = '') -> alt.
         column=alt.Column('eval_game:N', title='evaluated on'), title=title
     ).resolve_scale(y='independent')
 
-# %% ../nbs/09_phases.ipynb #c240
+# %% ../nbs/09_phases.ipynb #c245
 def on_steps(traj: pd.DataFrame, steps) -> pd.DataFrame:
     "A trajectory's columns at env `steps`, interpolated linearly in log(1 + step); NaN outside."
     at, own = np.log1p(np.asarray(steps, float)), np.log1p(np.asarray(traj.index, float))
@@ -1174,7 +1197,7 @@ def on_steps(traj: pd.DataFrame, steps) -> pd.DataFrame:
             for c in traj.columns}
     return pd.DataFrame(cols, index=pd.Index(np.asarray(steps), name='step'))
 
-# %% ../nbs/09_phases.ipynb #c243
+# %% ../nbs/09_phases.ipynb #c248
 def seed_bands(trajs: list, confidence: float = 0.95) -> pd.DataFrame:
     "Mean over seeds and t-interval of every column at every checkpoint: a tidy table."
     steps = np.asarray(max((t.index for t in trajs), key=len))
@@ -1193,7 +1216,7 @@ def seed_bands(trajs: list, confidence: float = 0.95) -> pd.DataFrame:
                          'lo': (mean - half).ravel(), 'hi': (mean + half).ravel()},
                         index=grid).reset_index()
 
-# %% ../nbs/09_phases.ipynb #c246
+# %% ../nbs/09_phases.ipynb #c251
 def boundary_rules(boundaries: dict, x: alt.X) -> alt.Chart:
     "Dashed rules at each seed's phase boundaries (`boundaries`: seed -> env steps)."
     rows = [dict(seed=seed, step=b) for seed, bs in boundaries.items() for b in bs]
@@ -1201,7 +1224,7 @@ def boundary_rules(boundaries: dict, x: alt.X) -> alt.Chart:
     return alt.Chart(df).mark_rule(strokeDash=[4, 3], color='black', opacity=0.5).encode(
         x=x, tooltip=['seed', alt.Tooltip('step:Q', format=',')])
 
-# %% ../nbs/09_phases.ipynb #c247
+# %% ../nbs/09_phases.ipynb #c252
 def band_layers(bands: pd.DataFrame, x: alt.X, y_title: str, colour) -> list:
     "A band (interval over seeds) and a line (mean) per column, as two layers, within [0, 1]."
     unit = alt.Scale(domain=[0, 1], clamp=True)   # an interval past 0 or 1 stops at the edge
@@ -1212,7 +1235,7 @@ def band_layers(bands: pd.DataFrame, x: alt.X, y_title: str, colour) -> list:
         tooltip=['column', 'step', 'seeds', alt.Tooltip('mean:Q', format='.3f')])
     return [band, line]
 
-# %% ../nbs/09_phases.ipynb #c248
+# %% ../nbs/09_phases.ipynb #c253
 def plot_seed_bands(bands: pd.DataFrame,      # `seed_bands` of one game's trajectories
                     boundaries: dict,          # seed -> its phase boundaries (env steps)
                     objects: list | None = None,   # colour domain (default: the bands' objects)
@@ -1229,14 +1252,38 @@ def plot_seed_bands(bands: pd.DataFrame,      # `seed_bands` of one game's traje
                        alt.layer(*bottom, rules).properties(width=width, height=90)
                        ).resolve_scale(x='shared')
 
-# %% ../nbs/09_phases.ipynb #c251
+# %% ../nbs/09_phases.ipynb #c256
+def range_bands(trajs: list) -> pd.DataFrame:
+    "`seed_bands` of the trajectories with the seeds' range (min to max) as the band."
+    steps = np.asarray(max((t.index for t in trajs), key=len))
+    aligned = pd.concat([on_steps(t, steps).reset_index() for t in trajs])
+    spread = (aligned.melt('step', var_name='column').dropna()
+              .groupby(['step', 'column']).value.agg(['min', 'max']).reset_index())
+    bands = seed_bands(trajs).drop(columns=['lo', 'hi'])
+    return bands.merge(spread.rename(columns={'min': 'lo', 'max': 'hi'}), on=['step', 'column'])
+
+# %% ../nbs/09_phases.ipynb #c258
+def headline_chart(runset: RunSet, width: int = 190) -> alt.HConcatChart:
+    "One panel per game: attention per object over training, seeds' mean and range, and skill."
+    objects = [o for o in OBJECT_COLOURS if any(o in t for t in runset.trajs.values())]
+    panels = []
+    for game in dict.fromkeys(runset.runs.sort_values(['game', 'seed']).game):
+        members = [t for r, t in runset.trajs.items() if runset.games[r] == game]
+        title = f'{game} ({len(members)} seed{"s" * (len(members) > 1)})'
+        panels.append(plot_seed_bands(range_bands(members), {}, objects, title, width))
+    return (alt.hconcat(*panels)   # fonts sized for the book's width
+            .configure_axis(labelFontSize=12, titleFontSize=12).configure_title(fontSize=14)
+            .configure_legend(orient='bottom', columns=4, labelLimit=200, symbolOpacity=1,
+                              labelFontSize=12, titleFontSize=12))
+
+# %% ../nbs/09_phases.ipynb #c261
 def segment_leader(segment: pd.Series, objects: list) -> dict:
     "The object with the largest mean in one phase's row of `Phases.segments`, its share, margin."
     means = segment[objects].astype(float).sort_values(ascending=False)
     margin = means.iloc[0] - means.iloc[1] if len(means) > 1 else np.nan
     return dict(leader=means.index[0], share=float(means.iloc[0]), margin=float(margin))
 
-# %% ../nbs/09_phases.ipynb #c253
+# %% ../nbs/09_phases.ipynb #c263
 def phase_leaders(phases: dict,                   # run -> its `Phases`
                   games: dict,                    # run -> its game
                   exclude: tuple = ('background',),  # objects that cannot lead
@@ -1251,22 +1298,22 @@ def phase_leaders(phases: dict,                   # run -> its `Phases`
                              end_step=int(seg.end_step), **segment_leader(seg, objs)))
     return pd.DataFrame(rows)
 
-# %% ../nbs/09_phases.ipynb #c255
+# %% ../nbs/09_phases.ipynb #c265
 ORDINALS = ('first', 'second', 'third', 'fourth', 'fifth', 'sixth', 'seventh', 'eighth')
 
-# %% ../nbs/09_phases.ipynb #c256
+# %% ../nbs/09_phases.ipynb #c266
 def phase_position(phase: int) -> str:
     "The position of a phase in words ('first', …; past the eighth: '9th', …)."
     return ORDINALS[phase - 1] if phase <= len(ORDINALS) else f'{phase}th'
 
-# %% ../nbs/09_phases.ipynb #c258
+# %% ../nbs/09_phases.ipynb #c268
 def commonest(values: pd.Series) -> tuple:
     "The commonest value (ties: first by name) and how often it occurs."
     counts = values.value_counts()
     top = sorted(counts[counts == counts.max()].index)[0]
     return top, int(counts[top])
 
-# %% ../nbs/09_phases.ipynb #c260
+# %% ../nbs/09_phases.ipynb #c270
 def leader_agreement(leaders: pd.DataFrame) -> pd.DataFrame:
     "Per game and phase position (first, second, …, last): the commonest leader, seeds sharing it."
     last = leaders[leaders.phase == leaders.phases].assign(position='last', order=99)
@@ -1280,7 +1327,7 @@ def leader_agreement(leaders: pd.DataFrame) -> pd.DataFrame:
                          share=float(d[d.leader == leader].share.mean())))
     return pd.DataFrame(rows)
 
-# %% ../nbs/09_phases.ipynb #c263
+# %% ../nbs/09_phases.ipynb #c273
 def leader_sentence(agreement: pd.DataFrame) -> str:
     "Per game: which object leads the first and the last phase, and in how many of its seeds."
     parts = []
@@ -1292,10 +1339,10 @@ def leader_sentence(agreement: pd.DataFrame) -> str:
                      f'{seeds}, the last by the {name(last)} in {last.agree} of {last.of_seeds}')
     return '; '.join(parts)
 
-# %% ../nbs/09_phases.ipynb #c266
+# %% ../nbs/09_phases.ipynb #c276
 OTHER_SUBSETS = 'other subsets'   # the name of the remainder in `subset_shares`
 
-# %% ../nbs/09_phases.ipynb #c267
+# %% ../nbs/09_phases.ipynb #c277
 def subset_shares(tables: list,                  # ATOM tables of one game's seeds
                   method: str = Method.LRP_TWO_PASS,
                   top: int = 5,                  # subsets kept by name
@@ -1308,7 +1355,7 @@ def subset_shares(tables: list,                  # ATOM tables of one game's see
     long = out.reset_index().melt(id_vars='step', var_name='subset', value_name='c')
     return long.assign(rank=long.subset.map({s: k for k, s in enumerate(kept + [OTHER_SUBSETS])}))
 
-# %% ../nbs/09_phases.ipynb #c270
+# %% ../nbs/09_phases.ipynb #c280
 def subset_chart(shares: pd.DataFrame, title: str = '', width: int = 460) -> alt.Chart:
     "Stacked areas of c(T) over training (log steps), one colour per subset, the largest first."
     shares = shares[shares.step > 0]
@@ -1320,7 +1367,7 @@ def subset_chart(shares: pd.DataFrame, title: str = '', width: int = 460) -> alt
         tooltip=['subset', 'step', alt.Tooltip('c:Q', format='.3f')]
     ).properties(width=width, height=160, title=title)
 
-# %% ../nbs/09_phases.ipynb #c273
+# %% ../nbs/09_phases.ipynb #c283
 def top_subsets_by_alpha(table: pd.DataFrame, runs: list | None = None,
                          top: int = 3) -> pd.DataFrame:
     "Per game and α: the `top` subsets by c(T) at each run's last checkpoint, mean over runs."
