@@ -513,7 +513,7 @@ def check_finished_commands(folder: Path) -> dict:
 # %% ../nbs/08_analysis.ipynb #c116
 RUN_FILES = ('log.parquet', 'config.json', 'atoms.parquet')   # a packaged run must have these
 PACKAGED_FILES = (*RUN_FILES, 'maps.safetensors')             # copied when present
-PACKAGED_FOLDERS = ('crosseval', 'dbdt', 'intervene')   # other commands' results, when present
+PACKAGED_FOLDERS = ('crosseval', 'dbdt', 'intervene', 'robustness')   # other commands' results
 
 def check_packable(run: Path) -> dict:
     "Verify `run` and its result folders, and return its manifest, if it has what packaging needs."

@@ -12,6 +12,7 @@ from ale_py import roms
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+import torch
 from .core import patch_to
 from .games import LABEL_COLOURS
 
@@ -19,7 +20,8 @@ from .games import LABEL_COLOURS
 __all__ = ['ATARI_LABELS', 'OCATARI_CATEGORIES', 'PONG_COLOURS', 'PONG_PALETTE', 'BOX_OBJECTS', 'BOX_SHAPES', 'PALETTE_IDS',
            'PRECEDENCE', 'NO_PIXELS', 'AtariConfig', 'check_atari_config', 'new_ale', 'ram_boxes', 'box_centres',
            'screen_objects', 'area_footprint', 'AreaLabels', 'NoopDraws', 'AtariPong', 'AtariPongVectorEnv',
-           'game_seeds', 'check_atari_actions', 'overlay', 'random_observation', 'show_atari_masks']
+           'game_seeds', 'check_atari_actions', 'ale_states', 'restore_ale', 'noop_states', 'restore_noops',
+           'slot_pixels', 'restore_pixels', 'evaluate_atari', 'overlay', 'random_observation', 'show_atari_masks']
 
 # %% ../nbs/13_atari.ipynb #c005
 ATARI_LABELS = {'background': 0, 'agent_paddle': 1, 'opponent_paddle': 2, 'ball': 3}   # label ids
@@ -344,7 +346,7 @@ def step(self, actions):
     self._play_games(check_atari_actions(actions, self.num_envs))
     self._steps += 1
     self._ret += self._rew
-    info = self._info()
+    info = self._info() | {'won': self._rew > 0, 'lost': self._rew < 0}
     done = self._term | self._trunc
     if done.any(): self._end_episodes(done, info)
     return self._obs, self._rew, self._term, self._trunc, info
@@ -364,6 +366,133 @@ def _end_episodes(self, done, info: dict):
     self._restack(games)
 
 # %% ../nbs/13_atari.ipynb #c089
+def ale_states(games) -> tuple[np.ndarray, np.ndarray]:
+    "The serialised emulator states (N, L) of `games`, zero-padded to one length, and lengths (N,)."
+    blobs = [game.ale.cloneState(include_rng=True).serialize() for game in games]
+    lengths = np.array([len(blob) for blob in blobs])
+    out = np.zeros((len(blobs), lengths.max()), np.uint8)
+    for row, blob in zip(out, blobs): row[:len(blob)] = np.frombuffer(blob, np.uint8)
+    return out, lengths
+
+# %% ../nbs/13_atari.ipynb #c090
+def restore_ale(game: AtariPong, blob: np.ndarray):
+    "Put `game`'s emulator (made if it has none) into the serialised state `blob` (uint8)."
+    if game.ale is None: game.seed(0)       # an emulator and action set to restore into
+    game.ale.restoreState(ale_py.ALEState(blob.tobytes()))
+
+# %% ../nbs/13_atari.ipynb #c093
+def noop_states(games) -> tuple[np.ndarray, np.ndarray]:
+    "The no-op generators' Mersenne Twister keys (N, 624) and positions (N,), as int64."
+    states = [game.noops.words.get_state() for game in games]
+    return np.stack([s[1] for s in states]).astype(np.int64), np.array([s[2] for s in states])
+
+# %% ../nbs/13_atari.ipynb #c094
+def restore_noops(game: AtariPong, keys: np.ndarray, pos: int):
+    "Set `game`'s no-op generator to Mersenne Twister `keys` (624,) at position `pos`."
+    game.noops.words.set_state(('MT19937', keys.astype(np.uint32), int(pos), 0, 0.0))
+
+# %% ../nbs/13_atari.ipynb #c097
+def slot_pixels(games) -> dict:
+    "The slots' object pixels of `games` as flat offsets and ids, with their counts (N, 2)."
+    pixels = [slot for game in games for slot in game.pixels]
+    counts = np.array([len(offsets) for offsets, _ in pixels]).reshape(len(games), 2)
+    return {'pixel_offsets': np.concatenate([offsets for offsets, _ in pixels]).astype(np.int64),
+            'pixel_ids': np.concatenate([ids for _, ids in pixels]), 'pixel_counts': counts}
+
+# %% ../nbs/13_atari.ipynb #c098
+def restore_pixels(games, state: dict):
+    "Give `games` the slots' object pixels that `slot_pixels` saved in `state`."
+    ends = np.cumsum(state['pixel_counts'].reshape(-1))
+    starts = ends - state['pixel_counts'].reshape(-1)
+    slots = [(state['pixel_offsets'][a:b].astype(np.intp), state['pixel_ids'][a:b])
+             for a, b in zip(starts, ends)]
+    for k, game in enumerate(games): game.pixels = slots[2 * k:2 * k + 2]
+
+# %% ../nbs/13_atari.ipynb #c100
+@patch_to(AtariPongVectorEnv)
+def _state_arrays(self) -> dict:
+    "The env's own buffers that `state_dict` copies and `load_state_dict` fills in place."
+    return {'obs': self._obs, 'label_stack': self._label_stack, 'episode_return': self._ret,
+            'steps': self._steps, 'reward': self._rew, 'terminated': self._term,
+            'truncated': self._trunc}
+
+# %% ../nbs/13_atari.ipynb #c101
+@patch_to(AtariPongVectorEnv)
+def _game_arrays(self) -> dict:
+    "The games' state as arrays: emulators, no-op generators, slots, frame counts (and masks)."
+    ale, ale_lengths = ale_states(self.games)
+    noop_keys, noop_pos = noop_states(self.games)
+    state = dict(ale=ale, ale_lengths=ale_lengths, noop_keys=noop_keys, noop_pos=noop_pos,
+                 grey=np.stack([game.grey for game in self.games]),
+                 frames=np.array([game.frames for game in self.games]))
+    if not self.masks: return state
+    return state | slot_pixels(self.games) | {'ram': np.stack([game.ram for game in self.games])}
+
+# %% ../nbs/13_atari.ipynb #c102
+@patch_to(AtariPongVectorEnv)
+def state_dict(self) -> dict:
+    "Everything that decides the env's future, as array copies, and `np_random` (a JSON-able dict)."
+    if not self._seeded: raise ValueError('state_dict: reset the env first')
+    state = {k: a.copy() for k, a in self._state_arrays().items()} | self._game_arrays()
+    state['np_random'] = self.np_random.bit_generator.state
+    return state
+
+# %% ../nbs/13_atari.ipynb #c103
+@patch_to(AtariPongVectorEnv)
+def _restore_game(self, i: int, state: dict):
+    "Restore game `i` from `state_dict`'s output."
+    game = self.games[i]
+    restore_ale(game, state['ale'][i, :state['ale_lengths'][i]])
+    restore_noops(game, state['noop_keys'][i], state['noop_pos'][i])
+    game.grey[...] = state['grey'][i]
+    game.frames = int(state['frames'][i])
+    if self.masks: game.ram[...] = state['ram'][i]
+
+# %% ../nbs/13_atari.ipynb #c104
+@patch_to(AtariPongVectorEnv)
+def load_state_dict(self, state: dict) -> np.ndarray:
+    "Restore the env in place from `state_dict()`'s output; returns the observation buffer."
+    missing = sorted(set(self.state_dict_keys()) - set(state))
+    if missing: raise ValueError(f'load_state_dict: state lacks {missing}')
+    for k, a in self._state_arrays().items(): a[...] = state[k]
+    for i in range(self.num_envs): self._restore_game(i, state)
+    if self.masks: restore_pixels(self.games, state)
+    self.np_random.bit_generator.state = state['np_random']
+    self._seeded = True
+    return self._obs
+
+# %% ../nbs/13_atari.ipynb #c105
+@patch_to(AtariPongVectorEnv)
+def state_dict_keys(self) -> list[str]:
+    "The keys `state_dict` returns (and `load_state_dict` needs)."
+    games = ['ale', 'ale_lengths', 'noop_keys', 'noop_pos', 'grey', 'frames']
+    masks = ['pixel_offsets', 'pixel_ids', 'pixel_counts', 'ram'] if self.masks else []
+    return [*self._state_arrays(), *games, *masks, 'np_random']
+
+# %% ../nbs/13_atari.ipynb #c109
+@torch.no_grad()
+def evaluate_atari(policy,                  # obs tensor → action tensor (or array)
+                   points: int = 20,        # stop once this many points are scored
+                   envs: int = 8,           # parallel games
+                   seed: int = 0,           # seed of the evaluation games
+                   frames: int = 4,         # stacked frames per observation
+                   device='cpu',            # where the policy's input goes
+                   max_steps: int = 2_000,  # stop after this many steps of every game
+                  ) -> dict:
+    "Play `policy` on ALE Pong until `points` points are scored (or `max_steps`): skill and counts."
+    env = AtariPongVectorEnv(envs, masks=False, stack=frames)
+    obs, _ = env.reset(seed=seed)
+    won = lost = 0
+    for _ in range(max_steps):
+        actions = policy(torch.as_tensor(obs, device=device))
+        actions = actions.cpu().numpy() if torch.is_tensor(actions) else np.asarray(actions)
+        obs, reward, *_ = env.step(actions)
+        won, lost = won + int((reward > 0).sum()), lost + int((reward < 0).sum())
+        if won + lost >= points: break
+    skill = won / (won + lost) if won + lost else float('nan')
+    return {'points_won_rate': skill, 'won': won, 'lost': lost}
+
+# %% ../nbs/13_atari.ipynb #c112
 def overlay(frame: np.ndarray, label: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     "RGB (H, W, 3) of a grey `frame` with the object pixels of `label` tinted in `LABEL_COLOURS`."
     rgb = np.repeat(frame[..., None], 3, -1).astype(np.float32)
@@ -371,7 +500,7 @@ def overlay(frame: np.ndarray, label: np.ndarray, alpha: float = 0.6) -> np.ndar
     objects = (label > 0)[..., None]
     return np.where(objects, (1 - alpha) * rgb + alpha * tint, rgb).astype(np.uint8)
 
-# %% ../nbs/13_atari.ipynb #c091
+# %% ../nbs/13_atari.ipynb #c114
 def random_observation(seed: int = 0, steps: int = 80) -> tuple[np.ndarray, np.ndarray]:
     "One game's observation (stack, size, size) and label stack after `steps` random steps."
     env = AtariPongVectorEnv(1)
@@ -380,7 +509,7 @@ def random_observation(seed: int = 0, steps: int = 80) -> tuple[np.ndarray, np.n
     for _ in range(steps): obs, *_, info = env.step(rng.integers(0, 6, 1))
     return obs[0].copy(), info['label_stack'][0].copy()
 
-# %% ../nbs/13_atari.ipynb #c093
+# %% ../nbs/13_atari.ipynb #c116
 def show_atari_masks(seed: int = 0, steps: int = 80):
     "A figure: the stacked frames of one observation after `steps` random steps, and their labels."
     import matplotlib.pyplot as plt   # lazy: only this figure needs matplotlib (1 s to import)

@@ -14,6 +14,7 @@ from .analysis import (AnalyseConfig, CrossEvalConfig, PackageConfig, analyse, c
                             package_run)
 from .dbdt import DBDTConfig, dbdt
 from .intervene import InterveneConfig, intervene
+from .robustness import RobustnessConfig, robustness
 from .study import StudyConfig, study
 
 # %% auto #0
@@ -23,7 +24,8 @@ __all__ = ['COMMANDS', 'descriptions', 'main']
 COMMANDS = {'train': (TrainConfig, train), 'evalset': (EvalSetConfig, save_eval_set),
             'analyse': (AnalyseConfig, analyse), 'crosseval': (CrossEvalConfig, crosseval),
             'package': (PackageConfig, package_run), 'dbdt': (DBDTConfig, dbdt),
-            'intervene': (InterveneConfig, intervene), 'study': (StudyConfig, study)}
+            'intervene': (InterveneConfig, intervene),
+            'robustness': (RobustnessConfig, robustness), 'study': (StudyConfig, study)}
 
 # %% ../nbs/12_cli.ipynb #c008
 def descriptions() -> dict[str, str]:

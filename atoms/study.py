@@ -20,17 +20,20 @@ from .analysis import (AnalyseConfig, CrossEvalConfig, PackageConfig, analyse, c
                             crosseval, package_indices, package_run)
 from .dbdt import DBDTConfig, dbdt, find_checkpoint
 from .intervene import InterveneConfig, intervene
+from .robustness import RobustnessConfig, robustness
 
 # %% auto #0
 __all__ = ['StepName', 'NETS', 'KEPT_SEED', 'PACKAGED_TABLES', 'STEPS', 'StudyConfig', 'RunKey', 'expand', 'study_folders',
            'log_file', 'validate', 'train_config', 'analyse_config', 'dbdt_config', 'crosseval_config',
-           'intervene_config', 'package_config', 'same_config', 'manifest_of', 'train_done', 'analyse_done',
-           'command_finished', 'dbdt_done', 'final_step_done', 'crosseval_done', 'intervene_done', 'package_done',
-           'Step', 'steps_of', 'step_named', 'capture', 'run_lock', 'run_step', 'pending', 'check_run_folder',
-           'connect', 'disconnect', 'submit', 'dask_failure', 'collect', 'report', 'study']
+           'intervene_config', 'robustness_config', 'package_config', 'same_config', 'manifest_of', 'train_done',
+           'analyse_done', 'command_finished', 'dbdt_done', 'final_step_done', 'crosseval_done', 'intervene_done',
+           'robustness_done', 'package_done', 'Step', 'steps_of', 'step_named', 'capture', 'run_lock', 'run_step',
+           'pending', 'check_run_folder', 'connect', 'disconnect', 'submit', 'dask_failure', 'collect', 'report',
+           'study']
 
 # %% ../nbs/11_study.ipynb #c005
-StepName = Literal['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'package']   # in order
+StepName = Literal['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'robustness',
+                   'package']   # in order
 
 @dataclass
 class StudyConfig:
@@ -52,6 +55,7 @@ class StudyConfig:
     crosseval_games: tuple[str, ...] = GAMES  # evaluation sets every final agent is analysed on
     dbdt_trials: int = 200  # DBDT trials per scene game (every run meets the two-ball scenes)
     intervene_checkpoints: int = 10  # checkpoints per run where each object is removed (intervene)
+    robustness_checkpoints: int = 10  # checkpoints per run explained by every saliency method
     runs_root: str | None = None  # folder of the run folders (default runs/)
     packages: str | None = None  # folder of the packages (default artifacts/runs/)
     scheduler: str | None = None  # tcp://HOST:PORT of a running Dask scheduler (default: local)
@@ -109,9 +113,9 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     bad = [s for s in cfg.seeds if not isinstance(s, int) or s < 0]
     if bad: raise ValueError(f'StudyConfig.seeds: {bad[0]!r} is not a non-negative integer')
     if cfg.retries < 0: raise ValueError(f'StudyConfig.retries: must be >= 0, got {cfg.retries}')
-    if cfg.intervene_checkpoints < 1:
-        raise ValueError('StudyConfig.intervene_checkpoints: must be >= 1, got '
-                         f'{cfg.intervene_checkpoints}')
+    for field in ('intervene_checkpoints', 'robustness_checkpoints'):
+        if getattr(cfg, field) < 1:
+            raise ValueError(f'StudyConfig.{field}: must be >= 1, got {getattr(cfg, field)}')
     if cfg.relevance_seed not in RELEVANCE_SEEDS:
         raise ValueError(f'StudyConfig.relevance_seed: unknown seed {cfg.relevance_seed!r}; '
                          f'choose from {RELEVANCE_SEEDS}')
@@ -161,6 +165,13 @@ def intervene_config(cfg: StudyConfig, key: RunKey) -> InterveneConfig:
                            envs=cfg.eval_envs, n_frames=cfg.n_frames, threads=1, progress=False)
 
 # %% ../nbs/11_study.ipynb #c036
+def robustness_config(cfg: StudyConfig, key: RunKey) -> RobustnessConfig:
+    "The saliency-method sweep of one run: the study's checkpoints, frames and pass-1 seed."
+    return RobustnessConfig(str(study_folders(cfg)['runs']/key.name),
+                            checkpoints=cfg.robustness_checkpoints, n_frames=cfg.n_frames,
+                            relevance_seed=cfg.relevance_seed, threads=1, progress=False)
+
+# %% ../nbs/11_study.ipynb #c039
 KEPT_SEED = 1   # the seed whose package keeps the run's final checkpoint (the others keep none)
 
 def package_config(cfg: StudyConfig, key: RunKey) -> PackageConfig:
@@ -169,20 +180,20 @@ def package_config(cfg: StudyConfig, key: RunKey) -> PackageConfig:
     return PackageConfig(str(folders['runs']/key.name), checkpoints=int(key.seed == KEPT_SEED),
                          out=str(folders['packages']/key.name))
 
-# %% ../nbs/11_study.ipynb #c039
+# %% ../nbs/11_study.ipynb #c042
 def same_config(a: dict, b: dict, ignore=()) -> bool:
     "Whether two configs agree as JSON, apart from the keys in `ignore`."
     def norm(d): return {k: v for k, v in json.loads(json.dumps(d, default=str)).items()
                          if k not in ignore}
     return norm(a) == norm(b)
 
-# %% ../nbs/11_study.ipynb #c041
+# %% ../nbs/11_study.ipynb #c044
 def manifest_of(folder) -> dict:
     "The manifest of `folder`, or {} where there is none yet."
     try: return read_manifest(folder)
     except ArtifactError: return {}
 
-# %% ../nbs/11_study.ipynb #c044
+# %% ../nbs/11_study.ipynb #c047
 def train_done(tc: TrainConfig) -> bool:
     "Whether the run of `tc` finished training with these settings."
     m = manifest_of(tc.run_dir)
@@ -191,19 +202,19 @@ def train_done(tc: TrainConfig) -> bool:
     return finished and same_config(with_defaults(config), asdict(tc),  # runs saved before a
                                     ignore=('analyse', *RESUME_IGNORED))  # field existed count too
 
-# %% ../nbs/11_study.ipynb #c046
+# %% ../nbs/11_study.ipynb #c049
 def analyse_done(ac: AnalyseConfig) -> bool:
     "Whether the run was analysed last with these settings."
     done = manifest_of(ac.run).get('config', {}).get('analyse')
     return done is not None and same_config(done, asdict(ac), ignore=('progress', 'threads'))
 
-# %% ../nbs/11_study.ipynb #c049
+# %% ../nbs/11_study.ipynb #c052
 def command_finished(m: dict, name: str) -> bool:
     "Whether the manifest `m` records command `name` as run to its end."
     record = m.get('commands', {}).get(name)
     return record is not None and record.get('in_progress') is False
 
-# %% ../nbs/11_study.ipynb #c051
+# %% ../nbs/11_study.ipynb #c054
 def dbdt_done(dc: DBDTConfig) -> bool:
     "Whether the DBDT of the run's chosen checkpoint was run with these settings."
     m = manifest_of(dc.out or Path(dc.run)/'dbdt')
@@ -211,7 +222,7 @@ def dbdt_done(dc: DBDTConfig) -> bool:
             and same_config(m.get('config', {}), asdict(dc), ignore=('progress', 'threads'))
             and m.get('checkpoint') == str(find_checkpoint(dc.run, dc.checkpoint)))
 
-# %% ../nbs/11_study.ipynb #c053
+# %% ../nbs/11_study.ipynb #c056
 def final_step_done(cfg,          # a CrossEvalConfig or InterveneConfig (fields run, out)
                     command: str,  # the step's command name, also its default output folder
                    ) -> bool:
@@ -222,20 +233,26 @@ def final_step_done(cfg,          # a CrossEvalConfig or InterveneConfig (fields
             and same_config(m.get('config', {}), asdict(cfg), ignore=('progress', 'threads'))
             and m.get('checkpoint') == str(ckpts[-1][1]))
 
-# %% ../nbs/11_study.ipynb #c055
+# %% ../nbs/11_study.ipynb #c058
 def crosseval_done(cc: CrossEvalConfig) -> bool:
     "Whether the run's final checkpoint was cross-evaluated with these settings."
     return final_step_done(cc, 'crosseval')
 
-# %% ../nbs/11_study.ipynb #c057
+# %% ../nbs/11_study.ipynb #c060
 def intervene_done(ic: InterveneConfig) -> bool:
     "Whether the run was intervened on, up to its final checkpoint, with these settings."
     return final_step_done(ic, 'intervene')
 
-# %% ../nbs/11_study.ipynb #c060
+# %% ../nbs/11_study.ipynb #c062
+def robustness_done(rc: RobustnessConfig) -> bool:
+    "Whether the run's saliency-method sweep reached its final checkpoint with these settings."
+    return final_step_done(rc, 'robustness')
+
+# %% ../nbs/11_study.ipynb #c065
 PACKAGED_TABLES = ('log.parquet', 'atoms.parquet', 'dbdt/dbdt.parquet',
                    'crosseval/crosseval.parquet',
-                   'intervene/intervene.parquet')   # a package must hold the run's current ones
+                   'intervene/intervene.parquet',
+                   'robustness/robustness.parquet')   # a package must hold the run's current ones
 
 def package_done(pc: PackageConfig) -> bool:
     "Whether the package holds the run's current tables and the checkpoints its config asks for."
@@ -246,7 +263,7 @@ def package_done(pc: PackageConfig) -> bool:
             and all(files.get(f) == (sha256(run/f) if (run/f).exists() else None)
                     for f in PACKAGED_TABLES))
 
-# %% ../nbs/11_study.ipynb #c063
+# %% ../nbs/11_study.ipynb #c068
 @dataclass(frozen=True)
 class Step:
     "One step of a run: how to configure it, run it and tell whether it is finished."
@@ -256,25 +273,26 @@ class Step:
     done: Callable  # config -> True when the outputs' manifest says it finished with these settings
     games: tuple[str, ...] = GAMES  # the games the step applies to
 
-# %% ../nbs/11_study.ipynb #c065
+# %% ../nbs/11_study.ipynb #c070
 STEPS = (Step('train', train_config, train, train_done),
          Step('analyse', analyse_config, analyse, analyse_done),
          Step('dbdt', dbdt_config, dbdt, dbdt_done),
          Step('crosseval', crosseval_config, crosseval, crosseval_done),
          Step('intervene', intervene_config, intervene, intervene_done),
+         Step('robustness', robustness_config, robustness, robustness_done),
          Step('package', package_config, package_run, package_done))
 
-# %% ../nbs/11_study.ipynb #c067
+# %% ../nbs/11_study.ipynb #c072
 def steps_of(key: RunKey) -> list[Step]:
     "The steps that apply to a run, in order."
     return [s for s in STEPS if key.game in s.games]
 
-# %% ../nbs/11_study.ipynb #c069
+# %% ../nbs/11_study.ipynb #c074
 def step_named(name: str) -> Step:
     "The step called `name`."
     return next(s for s in STEPS if s.name == name)
 
-# %% ../nbs/11_study.ipynb #c072
+# %% ../nbs/11_study.ipynb #c077
 def capture(call: Callable, step_cfg, log: Path) -> dict:
     "Call `call(step_cfg)` with its output going to `log`; a failure becomes a status."
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +305,7 @@ def capture(call: Callable, step_cfg, log: Path) -> dict:
             return dict(status='failed', error=f'{type(e).__name__}: {e}'.splitlines()[0][:300])
     return dict(status='done', error='')
 
-# %% ../nbs/11_study.ipynb #c075
+# %% ../nbs/11_study.ipynb #c080
 @contextlib.contextmanager
 def run_lock(path: Path):
     "Hold an exclusive lock on the file `path`; the OS releases it even if the process dies."
@@ -296,7 +314,7 @@ def run_lock(path: Path):
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
-# %% ../nbs/11_study.ipynb #c077
+# %% ../nbs/11_study.ipynb #c082
 def run_step(cfg: StudyConfig, key: RunKey, name: str, upstream: dict | None = None) -> dict:
     "The task: run step `name` of run `key` unless finished or blocked; returns a small status."
     status = dict(run=key.name, step=name, log=str(log_file(cfg, key, name)), seconds=0.0)
@@ -310,14 +328,14 @@ def run_step(cfg: StudyConfig, key: RunKey, name: str, upstream: dict | None = N
         outcome = capture(step.call, step_cfg, Path(status['log']))
     return {**status, **outcome, 'seconds': round(time.monotonic() - t0, 2)}
 
-# %% ../nbs/11_study.ipynb #c080
+# %% ../nbs/11_study.ipynb #c085
 def pending(cfg: StudyConfig, key: RunKey) -> tuple[list[str], list[str]]:
     "A run's steps split into (finished, to do)."
     steps = [s for s in steps_of(key) if s.name in cfg.steps]
     first = next((i for i, s in enumerate(steps) if not s.done(s.make(cfg, key))), len(steps))
     return [s.name for s in steps[:first]], [s.name for s in steps[first:]]
 
-# %% ../nbs/11_study.ipynb #c083
+# %% ../nbs/11_study.ipynb #c088
 def check_run_folder(cfg: StudyConfig, key: RunKey):
     "Refuse a run folder that holds a run made with another config."
     tc = train_config(cfg, key)
@@ -330,7 +348,7 @@ def check_run_folder(cfg: StudyConfig, key: RunKey):
                               f'config ({diff[0]}: {old[diff[0]]!r} there, {new.get(diff[0])!r} '
                               'here); use another runs_root or delete that folder')
 
-# %% ../nbs/11_study.ipynb #c086
+# %% ../nbs/11_study.ipynb #c091
 def connect(cfg: StudyConfig) -> Client:
     "A client of the scheduler at `cfg.scheduler`, or of a new LocalCluster sized to the machine."
     from distributed import Client, LocalCluster  # lazy: 1.5 s to import; only `study` needs it
@@ -343,14 +361,14 @@ def connect(cfg: StudyConfig) -> Client:
         raise ValueError(f'StudyConfig.scheduler: cannot reach {cfg.scheduler} within '
                          f'{cfg.connect_timeout_s:g} s') from None
 
-# %% ../nbs/11_study.ipynb #c088
+# %% ../nbs/11_study.ipynb #c093
 def disconnect(client: Client):
     "Close the client, and its cluster where the study started one."
     cluster = client.cluster
     client.close()
     if cluster is not None: cluster.close()
 
-# %% ../nbs/11_study.ipynb #c091
+# %% ../nbs/11_study.ipynb #c096
 def submit(client: Client, cfg: StudyConfig, key: RunKey, names: list[str]) -> dict:
     "Submit steps `names` of a run, each after the one before; returns {future: its base status}."
     futures, upstream = {}, None
@@ -360,14 +378,14 @@ def submit(client: Client, cfg: StudyConfig, key: RunKey, names: list[str]) -> d
         futures[upstream] = dict(run=key.name, step=name, log=str(log_file(cfg, key, name)))
     return futures
 
-# %% ../nbs/11_study.ipynb #c094
+# %% ../nbs/11_study.ipynb #c099
 def dask_failure(base: dict, error) -> dict:
     "The status of a task Dask could not finish; `error` is (type, exception, traceback) or one."
     exc = error[1] if isinstance(error, tuple) else error
     return {**base, 'status': 'failed', 'seconds': 0.0,
             'error': f'{type(exc).__name__}: {exc}'.splitlines()[0][:300]}
 
-# %% ../nbs/11_study.ipynb #c097
+# %% ../nbs/11_study.ipynb #c102
 def collect(client: Client, futures: dict, bar) -> list[dict]:
     "Wait on `client`'s loop for every future in `futures`, ticking `bar`; one status each."
     from distributed import as_completed  # lazy: see `connect`
@@ -378,7 +396,7 @@ def collect(client: Client, futures: dict, bar) -> list[dict]:
         bar.update()
     return out
 
-# %% ../nbs/11_study.ipynb #c100
+# %% ../nbs/11_study.ipynb #c105
 def report(table: pd.DataFrame) -> str:
     "A summary line of a study's statuses, then one line per step that did not finish."
     counts = table['status'].value_counts()
@@ -387,7 +405,7 @@ def report(table: pd.DataFrame) -> str:
         lines.append(f'{r.status}: {r.run} {r.step}: {r.error} (log: {r.log})')
     return '\n'.join(lines)
 
-# %% ../nbs/11_study.ipynb #c103
+# %% ../nbs/11_study.ipynb #c108
 def study(cfg: StudyConfig) -> pd.DataFrame:
     "Run every step of every run of the study on Dask, skipping finished ones; one row per step."
     keys = expand(validate(cfg))

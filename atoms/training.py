@@ -16,43 +16,48 @@ import tyro
 from torch import nn
 from tqdm.auto import tqdm
 from .core import (ArtifactError, begin_command, command_line, end_command, load_weights,
-                        read_manifest, runs_dir, save_table, save_weights, verify_artifact,
-                        write_json)
+                        patch_to, read_manifest, runs_dir, save_table, save_weights,
+                        verify_artifact, write_json)
 from .games import GAMES, PongVectorEnv
+from .atari import AtariPongVectorEnv, evaluate_atari
 from .nets import NATURE, SMALL, NetConfig, make_net, PixelNet
 from .policies import RUN_ONLY, evaluate, first_skilled, greedy, save_checkpoint
 
 # %% auto #0
-__all__ = ['PER_ALGO', 'PER_NET', 'ALGO_DEFAULTS', 'GAME_DEFAULTS', 'NET_DEFAULTS', 'NET_GAME_DEFAULTS', 'POSITIVE_INTS',
-           'REAL_RANGES', 'REPLAY_ARRAYS', 'RESUME_IGNORED', 'TRAIN_WRITES', 'ExperimentSettings', 'UpdateSettings',
-           'DQNSettings', 'TrainConfig', 'config_error', 'check_choices', 'fill_defaults', 'in_interval',
-           'check_ranges', 'n_updates', 'check_batching', 'resolve', 'defaults_table', 'run_path', 'net_config',
-           'checkpoint_updates', 'Rollout', 'new_stats', 'record_episodes', 'sample_actions', 'collect', 'gae',
-           'ac_loss', 'normalise', 'make_optimizer', 'gradient_step', 'minibatches', 'ac_update', 'Replay',
-           'replay_stacks', 'replay_sample', 'pick_device', 'build_net', 'dqn_parts', 'Trainer', 'pack_optimizer',
-           'unpack_optimizer', 'env_state', 'restore_env', 'dqn_state', 'restore_dqn', 'save_state', 'load_state',
-           'anneal_lr', 'ac_step', 'epsilon', 'dqn_act', 'dqn_play', 'td_loss', 'target_sync_due', 'dqn_step',
-           'log_row', 'checkpoint', 'with_defaults', 'config_differences', 'read_run_config', 'missing_checkpoints',
-           'train_settings', 'finished', 'check_config_file', 'open_run', 'Clock', 'timed', 'precise_step', 'advance',
-           'train_command', 'finish', 'progress_bar', 'train']
+__all__ = ['PER_ALGO', 'PER_NET', 'PER_GAME', 'ATARI_GAMES', 'TRAIN_GAMES', 'GAME_FIELD_DEFAULTS', 'ALGO_DEFAULTS',
+           'GAME_DEFAULTS', 'NET_DEFAULTS', 'NET_GAME_DEFAULTS', 'POSITIVE_INTS', 'REAL_RANGES', 'REPLAY_ARRAYS',
+           'RESUME_IGNORED', 'TRAIN_WRITES', 'ExperimentSettings', 'UpdateSettings', 'DQNSettings',
+           'game_field_defaults', 'TrainConfig', 'config_error', 'check_choices', 'check_atari', 'fill_defaults',
+           'in_interval', 'check_ranges', 'n_updates', 'check_batching', 'resolve', 'defaults_table', 'run_path',
+           'net_config', 'checkpoint_updates', 'Rollout', 'new_stats', 'record_episodes', 'sample_actions', 'collect',
+           'gae', 'ac_loss', 'normalise', 'make_optimizer', 'gradient_step', 'minibatches', 'ac_update', 'Replay',
+           'replay_stacks', 'replay_sample', 'EpisodeLog', 'episodes_table', 'train_env', 'pick_device', 'build_net',
+           'dqn_parts', 'Trainer', 'pack_optimizer', 'unpack_optimizer', 'env_state', 'restore_env', 'dqn_state',
+           'restore_dqn', 'save_state', 'load_state', 'anneal_lr', 'ac_step', 'epsilon', 'dqn_act', 'dqn_play',
+           'td_loss', 'target_sync_due', 'dqn_step', 'log_row', 'evaluate_greedy', 'checkpoint', 'with_defaults',
+           'config_differences', 'read_run_config', 'missing_checkpoints', 'train_writes', 'train_settings', 'finished',
+           'check_config_file', 'open_run', 'Clock', 'timed', 'precise_step', 'advance', 'train_command', 'finish',
+           'progress_bar', 'train']
 
 # %% ../nbs/05_training.ipynb #c006
 PER_ALGO = tyro.conf.arg(
     help_behavior_hint='(default: per algorithm and game, see the table above)')
 PER_NET = tyro.conf.arg(help_behavior_hint='(default: bf16 for the nature net, fp32 for small)')
+PER_GAME = tyro.conf.arg(help_behavior_hint='(default: per game, see the table above)')
 
 # %% ../nbs/05_training.ipynb #c008
 @dataclass
 class ExperimentSettings:
     "What is trained: game, algorithm, seed, length, network and observation."
-    game: Literal['pong', 'pong-2balls', 'pong-2balls-target'] = 'pong'  # game variant
+    # game variant: one of ours, or 'atari-pong' (ALE Pong, PPO only)
+    game: Literal['pong', 'pong-2balls', 'pong-2balls-target', 'atari-pong'] = 'pong'
     algo: Literal['a2c', 'ppo', 'dqn'] = 'a2c'  # algorithm
     seed: int = 1  # random seed (networks, action sampling, games)
     total_steps: Annotated[int | None, PER_ALGO] = None  # agent steps, all games
     net: Literal['small', 'nature'] = 'small'  # network size: 'nature' is the paper's Nature-CNN
     precision: Annotated[Literal['fp32', 'bf16'] | None, PER_NET] = None  # training arithmetic
     frames: int = 4  # stacked frames per observation
-    frame_skip: int = 2  # physics ticks per agent step (the game itself is unchanged)
+    frame_skip: Annotated[int | None, PER_GAME] = None  # ticks (ours) or emulator frames per step
     num_envs: Annotated[int | None, PER_ALGO] = None  # parallel games
 
 # %% ../nbs/05_training.ipynb #c011
@@ -86,14 +91,27 @@ class DQNSettings:
     eps_end: float = 0.02  # DQN: final exploration rate
     eps_fraction: float = 0.2  # DQN: fraction of training over which epsilon decays from 1
 
-# %% ../nbs/05_training.ipynb #c015
+# %% ../nbs/05_training.ipynb #c016
+ATARI_GAMES = ('atari-pong',)            # ALE games `atoms train` accepts beside ours (GAMES)
+TRAIN_GAMES = (*GAMES, *ATARI_GAMES)     # every game `atoms train` accepts
+GAME_FIELD_DEFAULTS = {   # fields whose default depends on the kind of game: ours or Atari
+    'ours': dict(frame_skip=2, eval_points=200, eval_envs=64),
+    'atari': dict(frame_skip=4, eval_points=20, eval_envs=8),
+}
+
+# %% ../nbs/05_training.ipynb #c017
+def game_field_defaults(game: str) -> dict:
+    "The defaults of the per-game fields (frame skip, evaluation size) of `game`."
+    return GAME_FIELD_DEFAULTS['atari' if game in ATARI_GAMES else 'ours']
+
+# %% ../nbs/05_training.ipynb #c019
 @dataclass
 class TrainConfig(DQNSettings, UpdateSettings, ExperimentSettings):
     "Train an agent on one game in runs/{game}__{algo}__{seed}/; a rerun resumes it."
     checkpoints: int = 100  # checkpoints saved through training (incl. step 0 and the end)
     schedule_power: float = 2.0  # checkpoint k of n is at (k/(n-1))**power of training
-    eval_points: int = 200  # points played by the greedy policy at each checkpoint
-    eval_envs: int = 64  # parallel games for evaluation
+    eval_points: Annotated[int | None, PER_GAME] = None  # points of each skill evaluation
+    eval_envs: Annotated[int | None, PER_GAME] = None  # parallel games for evaluation
     stop_at_skill: float | None = None  # stop once skill is reached at this target (benchmarks)
     time_limit_s: float | None = None  # stop after this many seconds of training
     threads: int = 1  # torch CPU threads (1 is far faster than 2 on a loaded 2-core machine)
@@ -102,7 +120,12 @@ class TrainConfig(DQNSettings, UpdateSettings, ExperimentSettings):
     run_dir: str | None = None  # run folder (default runs/{game}__{algo}__{seed})
     progress: bool = True  # show a progress bar
 
-# %% ../nbs/05_training.ipynb #c018
+    def __post_init__(self):
+        "Fill the per-game fields left at None (frame skip, evaluation size) with the game's."
+        for k, v in game_field_defaults(self.game).items():
+            if getattr(self, k) is None: setattr(self, k, v)
+
+# %% ../nbs/05_training.ipynb #c022
 ALGO_DEFAULTS = {
     'a2c': dict(total_steps=1_500_000, num_envs=16, n_steps=5, lr=7e-4, optimizer='rmsprop',
                 optim_eps=1e-5, gae_lambda=1.0, ent_coef=0.01, update_epochs=1, num_minibatches=1,
@@ -117,6 +140,7 @@ ALGO_DEFAULTS = {
 GAME_DEFAULTS = {   # (game, algo) → departures from ALGO_DEFAULTS
     ('pong-2balls', 'a2c'): dict(total_steps=3_000_000, num_envs=32, ent_coef=0.03),
     ('pong-2balls-target', 'a2c'): dict(total_steps=3_000_000, num_envs=32, ent_coef=0.03),
+    ('atari-pong', 'ppo'): dict(total_steps=5_000_000),
 }
 
 NET_DEFAULTS = {'small': dict(precision='fp32'), 'nature': dict(precision='bf16')}
@@ -124,16 +148,16 @@ NET_GAME_DEFAULTS = {   # (net, game, algo) → departures of one network from t
     ('nature', 'pong', 'a2c'): dict(total_steps=2_000_000),
 }
 
-# %% ../nbs/05_training.ipynb #c021
+# %% ../nbs/05_training.ipynb #c025
 def config_error(field: str, msg: str) -> ValueError:
     "The one-line error that names a bad field."
     return ValueError(f'TrainConfig.{field}: {msg}')
 
-# %% ../nbs/05_training.ipynb #c023
+# %% ../nbs/05_training.ipynb #c027
 def check_choices(cfg: TrainConfig):
     "Raise if a field that names a choice (game, algorithm, network, optimiser, device) is unknown."
-    if cfg.game not in GAMES:
-        raise config_error('game', f'unknown game {cfg.game!r}; choose from {GAMES}')
+    if cfg.game not in TRAIN_GAMES:
+        raise config_error('game', f'unknown game {cfg.game!r}; choose from {TRAIN_GAMES}')
     if cfg.algo not in ALGO_DEFAULTS:
         algos = sorted(ALGO_DEFAULTS)
         raise config_error('algo', f'unknown algorithm {cfg.algo!r}; choose from {algos}')
@@ -146,7 +170,17 @@ def check_choices(cfg: TrainConfig):
     if cfg.device == 'cuda' and not torch.cuda.is_available():
         raise config_error('device', "'cuda' requested but no CUDA device is available")
 
-# %% ../nbs/05_training.ipynb #c025
+# %% ../nbs/05_training.ipynb #c030
+def check_atari(cfg: TrainConfig):
+    "Raise if an Atari game is asked for with an algorithm or frame skip it does not train with."
+    if cfg.game not in ATARI_GAMES: return
+    if cfg.algo != 'ppo':
+        raise config_error('algo', f"{cfg.game} trains with 'ppo' only, got {cfg.algo!r}")
+    if cfg.frame_skip != 4:
+        raise config_error('frame_skip', f'{cfg.game} plays 4 emulator frames per agent step '
+                           f'(CleanRL\'s preprocessing), got {cfg.frame_skip}')
+
+# %% ../nbs/05_training.ipynb #c032
 def fill_defaults(cfg: TrainConfig) -> TrainConfig:
     "`cfg` with every `None` that has a default replaced by its (game, algorithm) default."
     dflt = {**NET_DEFAULTS[cfg.net], **ALGO_DEFAULTS[cfg.algo],
@@ -154,7 +188,7 @@ def fill_defaults(cfg: TrainConfig) -> TrainConfig:
             **NET_GAME_DEFAULTS.get((cfg.net, cfg.game, cfg.algo), {})}
     return replace(cfg, **{k: v for k, v in dflt.items() if getattr(cfg, k) is None})
 
-# %% ../nbs/05_training.ipynb #c027
+# %% ../nbs/05_training.ipynb #c034
 POSITIVE_INTS = ('total_steps', 'num_envs', 'n_steps', 'frames', 'frame_skip', 'update_epochs',
                  'num_minibatches', 'eval_points', 'eval_envs', 'threads', 'batch_size',
                  'train_every', 'target_every', 'buffer_mb')
@@ -165,7 +199,7 @@ REAL_RANGES = {   # float field → the interval it must lie in (NaN and infinit
     'eps_fraction': '(0, 1]', 'stop_at_skill': '(0, 1]', 'time_limit_s': '(0, inf)',
     'save_every_s': '[0, inf)', 'clip_coef': '[0, inf)'}
 
-# %% ../nbs/05_training.ipynb #c030
+# %% ../nbs/05_training.ipynb #c037
 def in_interval(value, interval: str) -> bool:
     "Whether `value` is a number in `interval`, written like '(0, 1]' or '[0, inf)'."
     if isinstance(value, bool) or not isinstance(value, (int, float)): return False
@@ -174,7 +208,7 @@ def in_interval(value, interval: str) -> bool:
     below = value < hi if interval[-1] == ')' else value <= hi
     return above and below
 
-# %% ../nbs/05_training.ipynb #c032
+# %% ../nbs/05_training.ipynb #c039
 def check_ranges(cfg: TrainConfig):
     "Raise if a (filled) numeric field is out of its range."
     for f in POSITIVE_INTS:
@@ -192,12 +226,12 @@ def check_ranges(cfg: TrainConfig):
         if v is not None and not in_interval(v, interval):
             raise config_error(f, f'must be a number in {interval}, got {v!r}')
 
-# %% ../nbs/05_training.ipynb #c035
+# %% ../nbs/05_training.ipynb #c042
 def n_updates(cfg: TrainConfig) -> int:
     "Number of updates (vector steps for DQN) that `total_steps` buys."
     return cfg.total_steps // (cfg.num_envs * cfg.n_steps)
 
-# %% ../nbs/05_training.ipynb #c037
+# %% ../nbs/05_training.ipynb #c044
 def check_batching(cfg: TrainConfig):
     "Raise if the minibatches do not divide the rollout or the updates cannot hold the checkpoints."
     batch = cfg.num_envs * cfg.n_steps
@@ -208,16 +242,17 @@ def check_batching(cfg: TrainConfig):
                            f'{cfg.checkpoints - 1} updates, but total_steps={cfg.total_steps} '
                            f'gives {n_updates(cfg)}')
 
-# %% ../nbs/05_training.ipynb #c039
+# %% ../nbs/05_training.ipynb #c046
 def resolve(cfg: TrainConfig) -> TrainConfig:
     "Fill per-algorithm defaults and validate; raises ValueError naming the offending field."
     check_choices(cfg)
+    check_atari(cfg)
     cfg = fill_defaults(cfg)
     check_ranges(cfg)
     check_batching(cfg)
     return cfg
 
-# %% ../nbs/05_training.ipynb #c042
+# %% ../nbs/05_training.ipynb #c049
 def defaults_table() -> str:
     "The per-(game, algorithm, net) defaults of the fields left at None, as text for `--help`."
     keys = list(ALGO_DEFAULTS['a2c'])
@@ -237,22 +272,27 @@ def defaults_table() -> str:
     lines += ['', 'departures per game (both nets):']
     lines += [f'  {g}, {a}: ' + ', '.join(f'{k}={v}' for k, v in d.items())
               for (g, a), d in GAME_DEFAULTS.items()]
+    lines += ['', 'per kind of game (ours, atari):']
+    lines += [f'  {kind}: ' + ', '.join(f'{k}={v}' for k, v in d.items())
+              for kind, d in GAME_FIELD_DEFAULTS.items()]
     lines += ['', 'departures per game of one net:']
     lines += [f'  {n}, {g}, {a}: ' + ', '.join(f'{k}={v}' for k, v in d.items())
               for (n, g, a), d in NET_GAME_DEFAULTS.items()]
     return '\n'.join(lines)
 
-# %% ../nbs/05_training.ipynb #c045
+# %% ../nbs/05_training.ipynb #c052
 def run_path(cfg: TrainConfig) -> Path:
     "The run folder of `cfg`."
     return Path(cfg.run_dir) if cfg.run_dir else runs_dir()/f'{cfg.game}__{cfg.algo}__{cfg.seed}'
 
-# %% ../nbs/05_training.ipynb #c047
+# %% ../nbs/05_training.ipynb #c054
 def net_config(cfg: TrainConfig) -> NetConfig:
-    "The network config a training config implies."
-    return replace(SMALL if cfg.net == 'small' else NATURE, frames=cfg.frames)
+    "The network config a training config implies (6 actions on Atari Pong, 3 on ours)."
+    base = SMALL if cfg.net == 'small' else NATURE
+    actions = 6 if cfg.game in ATARI_GAMES else base.n_actions   # Pong's minimal action set
+    return replace(base, frames=cfg.frames, n_actions=actions)
 
-# %% ../nbs/05_training.ipynb #c050
+# %% ../nbs/05_training.ipynb #c057
 def checkpoint_updates(n_updates: int, n: int, power: float = 2.0) -> np.ndarray:
     "The `n` distinct update indices (0 … n_updates) after which checkpoints are saved."
     if n - 1 > n_updates:
@@ -262,7 +302,7 @@ def checkpoint_updates(n_updates: int, n: int, power: float = 2.0) -> np.ndarray
     for i in range(n - 2, -1, -1): u[i] = min(u[i], u[i + 1] - 1)    # keep the last at n_updates
     return u
 
-# %% ../nbs/05_training.ipynb #c053
+# %% ../nbs/05_training.ipynb #c060
 @dataclass
 class Rollout:
     "Preallocated buffers for one rollout of T steps in N games."
@@ -281,12 +321,12 @@ class Rollout:
         return cls(zeros(T, N, *obs_shape, dtype=torch.uint8), zeros(T, N, dtype=torch.int64),
                    zeros(T, N), zeros(T, N), zeros(T, N), zeros(T, N))
 
-# %% ../nbs/05_training.ipynb #c055
+# %% ../nbs/05_training.ipynb #c062
 def new_stats() -> dict:
     "Empty episode statistics: returns of finished episodes, points won and lost, episodes."
     return dict(returns=[], won=0, lost=0, episodes=0)
 
-# %% ../nbs/05_training.ipynb #c057
+# %% ../nbs/05_training.ipynb #c064
 def record_episodes(stats: dict, info: dict):
     "Add the points and finished episodes one vector step reports in `info` to `stats`."
     stats['won'] += int(info['won'].sum())
@@ -295,7 +335,7 @@ def record_episodes(stats: dict, info: dict):
         stats['returns'] += info['episode']['r'][info['_episode']].tolist()
         stats['episodes'] += int(info['_episode'].sum())
 
-# %% ../nbs/05_training.ipynb #c059
+# %% ../nbs/05_training.ipynb #c066
 def sample_actions(net, obs: torch.Tensor, gen: torch.Generator) -> tuple:
     "Actions sampled from the policy with `gen` (on the CPU), with the logits and values."
     with torch.no_grad():
@@ -304,7 +344,7 @@ def sample_actions(net, obs: torch.Tensor, gen: torch.Generator) -> tuple:
         actions = torch.multinomial(probs, 1, generator=gen).squeeze(1)
     return actions, logits, values
 
-# %% ../nbs/05_training.ipynb #c061
+# %% ../nbs/05_training.ipynb #c068
 def collect(env, net, obs, buf: Rollout, gen: torch.Generator, stats: dict, device) -> np.ndarray:
     "Fill `buf` with `len(buf.obs)` steps of every game; returns the last observation."
     for t in range(buf.obs.shape[0]):
@@ -319,7 +359,7 @@ def collect(env, net, obs, buf: Rollout, gen: torch.Generator, stats: dict, devi
         record_episodes(stats, info)
     return obs
 
-# %% ../nbs/05_training.ipynb #c064
+# %% ../nbs/05_training.ipynb #c071
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
     "Advantages and returns (T, N) by generalised advantage estimation."
     T = rewards.shape[0]
@@ -332,7 +372,7 @@ def gae(rewards, values, dones, last_value, gamma: float, lam: float):
         adv[t] = last
     return adv, adv + values
 
-# %% ../nbs/05_training.ipynb #c069
+# %% ../nbs/05_training.ipynb #c076
 def ac_loss(net, obs, actions, old_logp, adv, returns, cfg: TrainConfig):
     "Actor-critic loss on a minibatch; returns (loss, dict of logged parts)."
     logits, v = (y.float() for y in net(obs))
@@ -350,12 +390,12 @@ def ac_loss(net, obs, actions, old_logp, adv, returns, cfg: TrainConfig):
              'losses/entropy': ent.item()}
     return loss, parts
 
-# %% ../nbs/05_training.ipynb #c072
+# %% ../nbs/05_training.ipynb #c079
 def normalise(adv: torch.Tensor) -> torch.Tensor:
     "Advantages standardised to zero mean and unit standard deviation."
     return (adv - adv.mean()) / (adv.std() + 1e-8)
 
-# %% ../nbs/05_training.ipynb #c075
+# %% ../nbs/05_training.ipynb #c082
 def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     "The optimiser `cfg` names, with its learning rate and epsilon."
     if cfg.optimizer == 'rmsprop':
@@ -363,7 +403,7 @@ def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                                    eps=cfg.optim_eps)
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=cfg.optim_eps)
 
-# %% ../nbs/05_training.ipynb #c077
+# %% ../nbs/05_training.ipynb #c084
 def gradient_step(net: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
                   max_grad_norm: float):
     "Backpropagate `loss`, clip the gradient norm and take one optimiser step."
@@ -372,14 +412,14 @@ def gradient_step(net: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor
     nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
     opt.step()
 
-# %% ../nbs/05_training.ipynb #c080
+# %% ../nbs/05_training.ipynb #c087
 def minibatches(batch: int, cfg: TrainConfig, gen: torch.Generator) -> list[torch.Tensor]:
     "The index sets of one pass over a rollout of `batch` samples."
     idx = torch.randperm(batch, generator=gen) if cfg.num_minibatches > 1 else torch.arange(batch)
     size = batch // cfg.num_minibatches
     return [idx[s:s + size] for s in range(0, batch, size)]
 
-# %% ../nbs/05_training.ipynb #c082
+# %% ../nbs/05_training.ipynb #c089
 def ac_update(net, opt, buf: Rollout, adv, returns, cfg: TrainConfig, gen: torch.Generator) -> dict:
     "`update_epochs` passes of minibatch steps over one rollout; returns the last losses."
     batch = buf.actions.numel()
@@ -393,10 +433,10 @@ def ac_update(net, opt, buf: Rollout, adv, returns, cfg: TrainConfig, gen: torch
             gradient_step(net, opt, loss, cfg.max_grad_norm)
     return parts
 
-# %% ../nbs/05_training.ipynb #c085
+# %% ../nbs/05_training.ipynb #c092
 REPLAY_ARRAYS = ('frame', 'action', 'reward', 'done', 'first')   # what a resume state saves
 
-# %% ../nbs/05_training.ipynb #c087
+# %% ../nbs/05_training.ipynb #c094
 class Replay:
     "Ring memory of (frame, action, reward, done, first) per step and game, frames stored once."
     def __init__(self, capacity_bytes: int, n: int, size: int, frames: int):
@@ -420,7 +460,7 @@ class Replay:
 
     def __len__(self): return self.cap if self.full else self.pos
 
-# %% ../nbs/05_training.ipynb #c090
+# %% ../nbs/05_training.ipynb #c097
 def replay_stacks(replay: Replay, t, g) -> np.ndarray:
     "Observation stacks (B, frames, H, W) ending at ring indices `t` in games `g`."
     out = np.empty((len(t), replay.frames, *replay.frame.shape[2:]), np.uint8)
@@ -432,7 +472,7 @@ def replay_stacks(replay: Replay, t, g) -> np.ndarray:
         boundary |= replay.first[i, g]
     return out
 
-# %% ../nbs/05_training.ipynb #c092
+# %% ../nbs/05_training.ipynb #c099
 def replay_sample(replay: Replay, batch: int, rng: np.random.Generator) -> tuple:
     "A minibatch (obs, action, reward, done, next_obs) of transitions with a stored next_obs."
     hi = len(replay) - 1
@@ -443,19 +483,70 @@ def replay_sample(replay: Replay, batch: int, rng: np.random.Generator) -> tuple
     obs, next_obs = replay_stacks(replay, t, g), replay_stacks(replay, nxt, g)
     return obs, replay.action[t, g], replay.reward[t, g], replay.done[t, g], next_obs
 
-# %% ../nbs/05_training.ipynb #c095
+# %% ../nbs/05_training.ipynb #c102
+class EpisodeLog:
+    "A vector env that also records every finished episode: agent step, game, return, length."
+    def __init__(self, env):
+        self.env, self.steps, self.episodes = env, 0, []
+
+    def __getattr__(self, name):
+        "Everything else is the env's."
+        if name == 'env': raise AttributeError(name)     # not made yet (e.g. while copying)
+        return getattr(self.env, name)
+
+    def step(self, actions):
+        "Step the env, count the agent steps and record the episodes that end."
+        out = self.env.step(actions)
+        self.steps += self.env.num_envs
+        info = out[4]
+        for i in np.flatnonzero(info.get('_episode', [])):
+            r, length = info['episode']['r'][i], info['episode']['l'][i]
+            self.episodes.append([self.steps, int(i), float(r), int(length)])
+        return out
+
+# %% ../nbs/05_training.ipynb #c103
+@patch_to(EpisodeLog)
+def state_dict(self) -> dict:
+    "The env's `state_dict` with the step count and the episodes recorded so far."
+    episodes = np.array(self.episodes, np.float64).reshape(-1, 4)
+    return self.env.state_dict() | {'log_steps': np.array(self.steps), 'log_episodes': episodes}
+
+# %% ../nbs/05_training.ipynb #c104
+@patch_to(EpisodeLog)
+def load_state_dict(self, state: dict) -> np.ndarray:
+    "Restore the env and the record from `state_dict`'s output; returns the observation."
+    self.steps = int(state['log_steps'])
+    self.episodes = [[int(s), int(i), r, int(n)] for s, i, r, n in state['log_episodes'].tolist()]
+    return self.env.load_state_dict({k: v for k, v in state.items() if not k.startswith('log_')})
+
+# %% ../nbs/05_training.ipynb #c105
+def episodes_table(log: EpisodeLog) -> pd.DataFrame:
+    "The episodes `log` recorded, one row each, with CleanRL's names."
+    columns = ['global_step', 'env', 'charts/episodic_return', 'charts/episodic_length']
+    return pd.DataFrame(log.episodes, columns=columns)
+
+# %% ../nbs/05_training.ipynb #c108
+def train_env(cfg: TrainConfig):
+    "The games a run plays: ours, or ALE Pong without masks with its episodes logged one by one."
+    if cfg.game not in ATARI_GAMES:
+        return PongVectorEnv(cfg.num_envs, cfg.game, stack=cfg.frames, frame_skip=cfg.frame_skip)
+    games = AtariPongVectorEnv(cfg.num_envs, masks=False, stack=cfg.frames,
+                               frame_skip=cfg.frame_skip)
+    return EpisodeLog(games)
+
+# %% ../nbs/05_training.ipynb #c111
 def pick_device(cfg: TrainConfig) -> torch.device:
     "The torch device `cfg.device` asks for ('auto': CUDA if present)."
     cuda = cfg.device == 'cuda' or (cfg.device == 'auto' and torch.cuda.is_available())
     return torch.device('cuda' if cuda else 'cpu')
 
-# %% ../nbs/05_training.ipynb #c097
+# %% ../nbs/05_training.ipynb #c113
 def build_net(cfg: TrainConfig, device: torch.device) -> PixelNet:
     "The network to train (a Q-network for DQN), on `device`."
     net = make_net('q' if cfg.algo == 'dqn' else 'actor_critic', net_config(cfg)).to(device)
     return net.to(memory_format=torch.channels_last) if device.type == 'cpu' else net
 
-# %% ../nbs/05_training.ipynb #c099
+# %% ../nbs/05_training.ipynb #c115
 def dqn_parts(cfg: TrainConfig, net: PixelNet, device: torch.device) -> tuple:
     "DQN's target network (a copy of `net`), replay memory and exploration generator."
     target = make_net('q', net_config(cfg)).to(device)
@@ -463,7 +554,7 @@ def dqn_parts(cfg: TrainConfig, net: PixelNet, device: torch.device) -> tuple:
     replay = Replay(cfg.buffer_mb * 2**20, cfg.num_envs, 84, cfg.frames)
     return target, replay, np.random.default_rng(cfg.seed + 1)
 
-# %% ../nbs/05_training.ipynb #c101
+# %% ../nbs/05_training.ipynb #c117
 class Trainer:
     "One training run: state, update step, checkpoints, resume."
     def __init__(self, cfg: TrainConfig):
@@ -478,8 +569,7 @@ class Trainer:
         if self.dqn: self.target, self.replay, self.np_rng = dqn_parts(cfg, self.net, self.device)
         self.opt = make_optimizer(self.net, cfg)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.env = PongVectorEnv(cfg.num_envs, cfg.game, stack=cfg.frames,
-                                 frame_skip=cfg.frame_skip)
+        self.env = train_env(cfg)
         self.obs, _ = self.env.reset(seed=cfg.seed)
         self.first = np.ones(cfg.num_envs, bool)
         shape = self.env.single_observation_space.shape
@@ -492,7 +582,7 @@ class Trainer:
     @property
     def global_step(self) -> int: return self.update * self.cfg.num_envs * self.cfg.n_steps
 
-# %% ../nbs/05_training.ipynb #c104
+# %% ../nbs/05_training.ipynb #c120
 def pack_optimizer(opt) -> tuple[dict, dict]:
     "An optimiser's state as (tensors, JSON-able rest)."
     sd = opt.state_dict()
@@ -504,7 +594,7 @@ def pack_optimizer(opt) -> tuple[dict, dict]:
             else: rest['state'][str(i)][k] = v
     return tensors, rest
 
-# %% ../nbs/05_training.ipynb #c106
+# %% ../nbs/05_training.ipynb #c122
 def unpack_optimizer(opt, tensors: dict, rest: dict):
     "Restore an optimiser from `pack_optimizer`'s output."
     state = {int(i): dict(st) for i, st in rest['state'].items()}
@@ -514,20 +604,20 @@ def unpack_optimizer(opt, tensors: dict, rest: dict):
             state.setdefault(int(i), {})[name] = v
     opt.load_state_dict({'state': state, 'param_groups': rest['param_groups']})
 
-# %% ../nbs/05_training.ipynb #c109
+# %% ../nbs/05_training.ipynb #c125
 def env_state(env: PongVectorEnv) -> tuple[dict, dict]:
     "The games' state as (tensors under `env.<key>`, JSON-able rest)."
     state = env.state_dict()
     rng = state.pop('np_random')
     return {f'env.{k}': torch.from_numpy(v) for k, v in state.items()}, {'env.np_random': rng}
 
-# %% ../nbs/05_training.ipynb #c111
+# %% ../nbs/05_training.ipynb #c127
 def restore_env(env: PongVectorEnv, tensors: dict, meta: dict) -> np.ndarray:
     "Restore the games from `env_state`'s output; returns the current observation."
     state = {k[4:]: v.cpu().numpy() for k, v in tensors.items() if k.startswith('env.')}
     return env.load_state_dict(state | {'np_random': meta['env.np_random']})
 
-# %% ../nbs/05_training.ipynb #c114
+# %% ../nbs/05_training.ipynb #c130
 def dqn_state(trainer: Trainer) -> tuple[dict, dict]:
     "DQN's target network and replay memory as (tensors, JSON-able rest)."
     tensors = {f'target.{k}': v for k, v in trainer.target.state_dict().items()}
@@ -536,7 +626,7 @@ def dqn_state(trainer: Trainer) -> tuple[dict, dict]:
             'np_rng': trainer.np_rng.bit_generator.state}
     return tensors, meta
 
-# %% ../nbs/05_training.ipynb #c116
+# %% ../nbs/05_training.ipynb #c132
 def restore_dqn(trainer: Trainer, tensors: dict, meta: dict):
     "Restore DQN's target network, replay memory and exploration generator."
     target = {k[7:]: v for k, v in tensors.items() if k.startswith('target.')}
@@ -545,7 +635,7 @@ def restore_dqn(trainer: Trainer, tensors: dict, meta: dict):
     trainer.replay.pos, trainer.replay.full = meta['replay_pos'], meta['replay_full']
     trainer.np_rng.bit_generator.state = meta['np_rng']
 
-# %% ../nbs/05_training.ipynb #c119
+# %% ../nbs/05_training.ipynb #c135
 def save_state(trainer: Trainer):
     "Write everything needed to resume `trainer` into one file, atomically."
     tensors = {f'net.{k}': v for k, v in trainer.net.state_dict().items()}
@@ -563,7 +653,7 @@ def save_state(trainer: Trainer):
         meta.update(dqn_meta)
     save_weights(tensors, trainer.state_path, meta)
 
-# %% ../nbs/05_training.ipynb #c121
+# %% ../nbs/05_training.ipynb #c137
 def load_state(trainer: Trainer):
     "Restore `trainer` from its resume file."
     tensors, meta = load_weights(trainer.state_path, trainer.device)
@@ -577,13 +667,13 @@ def load_state(trainer: Trainer):
     trainer.rows = [dict(row) for row in meta['rows']]   # in the logged order (JSON sorts dicts)
     trainer.stats, trainer.losses = meta['stats'], meta['losses']
 
-# %% ../nbs/05_training.ipynb #c124
+# %% ../nbs/05_training.ipynb #c140
 def anneal_lr(trainer: Trainer):
     "Linear learning-rate decay from `lr` to 0 over training."
     lr = trainer.cfg.lr * (1 - trainer.update / trainer.total_updates)
     for g in trainer.opt.param_groups: g['lr'] = lr
 
-# %% ../nbs/05_training.ipynb #c127
+# %% ../nbs/05_training.ipynb #c143
 def ac_step(trainer: Trainer):
     "One actor-critic update: rollout, GAE, loss steps."
     cfg, device = trainer.cfg, trainer.device
@@ -596,14 +686,14 @@ def ac_step(trainer: Trainer):
     trainer.net.train()
     trainer.losses = ac_update(trainer.net, trainer.opt, buf, adv, ret, cfg, trainer.gen)
 
-# %% ../nbs/05_training.ipynb #c130
+# %% ../nbs/05_training.ipynb #c146
 def epsilon(trainer: Trainer) -> float:
     "DQN's exploration rate: linear from 1 to `eps_end` over `eps_fraction` of training."
     cfg = trainer.cfg
     decay = (1 - cfg.eps_end) * trainer.update / (cfg.eps_fraction * trainer.total_updates)
     return max(cfg.eps_end, 1 - decay)
 
-# %% ../nbs/05_training.ipynb #c132
+# %% ../nbs/05_training.ipynb #c148
 def dqn_act(trainer: Trainer) -> np.ndarray:
     "Epsilon-greedy actions for every game (exploration draws from the trainer's numpy generator)."
     with torch.no_grad(): q = trainer.net(torch.as_tensor(trainer.obs, device=trainer.device))
@@ -612,7 +702,7 @@ def dqn_act(trainer: Trainer) -> np.ndarray:
     actions[explore] = trainer.np_rng.integers(0, 3, int(explore.sum()))
     return actions
 
-# %% ../nbs/05_training.ipynb #c134
+# %% ../nbs/05_training.ipynb #c150
 def dqn_play(trainer: Trainer):
     "Play one vector step epsilon-greedily and store it in the replay memory."
     actions = dqn_act(trainer)
@@ -623,23 +713,24 @@ def dqn_play(trainer: Trainer):
     trainer.first, trainer.obs = done, obs
     record_episodes(trainer.stats, info)
 
-# %% ../nbs/05_training.ipynb #c137
+# %% ../nbs/05_training.ipynb #c153
 def td_loss(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     "Huber loss of Q(s, a) against the target network's bootstrapped target, on one minibatch."
     cfg = trainer.cfg
     sample = replay_sample(trainer.replay, cfg.batch_size, trainer.np_rng)
     obs, act, rew, done, next_obs = (torch.as_tensor(x, device=trainer.device) for x in sample)
     with torch.no_grad():
-        target = rew + cfg.gamma * (1 - done.float()) * trainer.target(next_obs).float().max(-1).values
+        next_q = trainer.target(next_obs).float().max(-1).values
+        target = rew + cfg.gamma * (1 - done.float()) * next_q
     q_taken = trainer.net(obs).float().gather(1, act[:, None]).squeeze(1)
     return nn.functional.smooth_l1_loss(q_taken, target), q_taken
 
-# %% ../nbs/05_training.ipynb #c140
+# %% ../nbs/05_training.ipynb #c156
 def target_sync_due(update: int, num_envs: int, target_every: int) -> bool:
     "Whether the env-step count crosses a multiple of `target_every` in vector step `update`."
     return (update * num_envs) // target_every != ((update + 1) * num_envs) // target_every
 
-# %% ../nbs/05_training.ipynb #c142
+# %% ../nbs/05_training.ipynb #c158
 def dqn_step(trainer: Trainer):
     "One DQN vector step: play and store it, then (after `learning_starts`) one gradient step."
     cfg = trainer.cfg
@@ -652,7 +743,7 @@ def dqn_step(trainer: Trainer):
     if target_sync_due(trainer.update, cfg.num_envs, cfg.target_every):
         trainer.target.load_state_dict(trainer.net.state_dict())
 
-# %% ../nbs/05_training.ipynb #c145
+# %% ../nbs/05_training.ipynb #c161
 def log_row(trainer: Trainer, sps: float, evaluation: dict | None) -> dict:
     "A log row from the statistics gathered since the previous row (which it resets)."
     stats, ev = trainer.stats, evaluation
@@ -668,7 +759,17 @@ def log_row(trainer: Trainer, sps: float, evaluation: dict | None) -> dict:
     trainer.stats = new_stats()
     return row
 
-# %% ../nbs/05_training.ipynb #c147
+# %% ../nbs/05_training.ipynb #c163
+def evaluate_greedy(trainer: Trainer, seed: int) -> dict:
+    "Skill of the trainer's greedy policy on its game (`evaluate`, or `evaluate_atari` on Atari)."
+    cfg, policy = trainer.cfg, greedy(trainer.net)
+    if cfg.game in ATARI_GAMES:
+        return evaluate_atari(policy, cfg.eval_points, cfg.eval_envs, seed=seed, frames=cfg.frames,
+                              device=trainer.device)
+    return evaluate(policy, cfg.game, cfg.eval_points, cfg.eval_envs, seed=seed, frames=cfg.frames,
+                    frame_skip=cfg.frame_skip, device=trainer.device)
+
+# %% ../nbs/05_training.ipynb #c165
 def checkpoint(trainer: Trainer, sps: float) -> dict:
     "Save a checkpoint and a resume state, evaluate the greedy policy, log; returns the evaluation."
     cfg = trainer.cfg
@@ -676,30 +777,30 @@ def checkpoint(trainer: Trainer, sps: float) -> dict:
     path = trainer.ckpt_dir/f'step_{trainer.global_step:09d}.safetensors'
     save_checkpoint(trainer.net, path, trainer.global_step, cfg)
     trainer.net.eval()
-    ev = evaluate(greedy(trainer.net), cfg.game, cfg.eval_points, cfg.eval_envs,
-                  seed=10_000 * cfg.seed + k, frames=cfg.frames, frame_skip=cfg.frame_skip,
-                  device=trainer.device)
+    ev = evaluate_greedy(trainer, seed=10_000 * cfg.seed + k)
     trainer.rows.append(log_row(trainer, sps, ev))
     save_table(pd.DataFrame(trainer.rows), trainer.run/'log.parquet')
+    if isinstance(trainer.env, EpisodeLog):
+        save_table(episodes_table(trainer.env), trainer.run/'episodes.parquet')
     save_state(trainer)
     return ev
 
-# %% ../nbs/05_training.ipynb #c150
+# %% ../nbs/05_training.ipynb #c168
 RESUME_IGNORED = RUN_ONLY   # the fields that steer a run (kept out of checkpoints, see Policies)
 
-# %% ../nbs/05_training.ipynb #c152
+# %% ../nbs/05_training.ipynb #c170
 def with_defaults(saved: dict) -> dict:
     "A saved config with the fields it lacks (written before they existed) set to their defaults."
     dflt = fill_defaults(TrainConfig(game=saved.get('game', 'pong'), algo=saved.get('algo', 'a2c')))
     return json.loads(json.dumps(asdict(dflt))) | saved
 
-# %% ../nbs/05_training.ipynb #c154
+# %% ../nbs/05_training.ipynb #c172
 def config_differences(old: dict, cfg: TrainConfig) -> list[str]:
     "The fields (outside RESUME_IGNORED) in which a saved config `old` differs from `cfg`."
     old, new = with_defaults(old), json.loads(json.dumps(asdict(cfg)))
     return [k for k in new if k not in RESUME_IGNORED and old.get(k) != new[k]]
 
-# %% ../nbs/05_training.ipynb #c157
+# %% ../nbs/05_training.ipynb #c175
 def read_run_config(path: Path) -> dict:
     "A run's saved `config.json` as a dict; an unreadable or foreign one raises naming the file."
     try: saved = json.loads(path.read_text())
@@ -707,26 +808,32 @@ def read_run_config(path: Path) -> dict:
         raise ArtifactError(f'{path}: not a readable config ({type(e).__name__}: {e})') from None
     if not isinstance(saved, dict):
         raise ArtifactError(f'{path}: not a training config (not a JSON object)')
-    if saved.get('game', 'pong') not in GAMES or saved.get('algo', 'a2c') not in ALGO_DEFAULTS:
+    game, algo = saved.get('game', 'pong'), saved.get('algo', 'a2c')
+    if game not in TRAIN_GAMES or algo not in ALGO_DEFAULTS:
         raise ArtifactError(f'{path}: not a training config (unknown game or algorithm)')
     return saved
 
-# %% ../nbs/05_training.ipynb #c160
+# %% ../nbs/05_training.ipynb #c178
 def missing_checkpoints(trainer: Trainer) -> list[Path]:
     "The checkpoint files that the run's log records but that are not on disk."
     steps = [row['global_step'] for row in trainer.rows if row['checkpoint']]
     paths = [trainer.ckpt_dir/f'step_{step:09d}.safetensors' for step in steps]
     return [p for p in paths if not p.exists()]
 
-# %% ../nbs/05_training.ipynb #c163
+# %% ../nbs/05_training.ipynb #c181
 TRAIN_WRITES = ('config.json', 'log.parquet', 'state.safetensors', 'checkpoints/*')   # globs
 
-# %% ../nbs/05_training.ipynb #c164
+# %% ../nbs/05_training.ipynb #c182
+def train_writes(cfg: TrainConfig) -> tuple[str, ...]:
+    "The files a run writes (globs): `TRAIN_WRITES`, and on Atari the episodes table."
+    return TRAIN_WRITES + (('episodes.parquet',) if cfg.game in ATARI_GAMES else ())
+
+# %% ../nbs/05_training.ipynb #c184
 def train_settings(cfg: TrainConfig) -> dict:
     "What the manifest records as the settings of a run: its config less `RESUME_IGNORED`."
     return {k: v for k, v in asdict(cfg).items() if k not in RESUME_IGNORED}
 
-# %% ../nbs/05_training.ipynb #c166
+# %% ../nbs/05_training.ipynb #c186
 def finished(run: Path) -> bool:
     "Whether the manifest of `run` says its training finished (and no rerun is under way)."
     if not (run/'manifest.json').exists(): return False
@@ -734,7 +841,7 @@ def finished(run: Path) -> bool:
     record = m.get('commands', {}).get('train', {})
     return m.get('complete') is True and not record.get('in_progress', False)
 
-# %% ../nbs/05_training.ipynb #c168
+# %% ../nbs/05_training.ipynb #c188
 def check_config_file(trainer: Trainer):
     "Refuse a run folder whose `config.json` holds a different config (or is not a config)."
     cpath = trainer.run/'config.json'
@@ -746,15 +853,15 @@ def check_config_file(trainer: Trainer):
         raise ValueError(f'{cpath}: holds a run with a different config ({there}); '
                          'use another --run_dir or delete that folder')
 
-# %% ../nbs/05_training.ipynb #c169
+# %% ../nbs/05_training.ipynb #c189
 def open_run(cfg: TrainConfig) -> Trainer:
     "Create or resume the run folder of `cfg`, verified against its manifest."
     trainer = Trainer(cfg)
     done = finished(trainer.run)
     if done: verify_artifact(trainer.run)   # a finished run's files, config.json included, first
     check_config_file(trainer)
-    if not done: begin_command(trainer.run, 'train', train_settings(trainer.cfg), TRAIN_WRITES,
-                               create=True)
+    if not done: begin_command(trainer.run, 'train', train_settings(trainer.cfg),
+                               train_writes(trainer.cfg), create=True)
     cpath = trainer.run/'config.json'
     if not cpath.exists(): write_json(cpath, asdict(trainer.cfg))
     if trainer.state_path.exists(): load_state(trainer)
@@ -764,7 +871,7 @@ def open_run(cfg: TrainConfig) -> Trainer:
                             f'{len(missing)} missing); delete the run folder to start over')
     return trainer
 
-# %% ../nbs/05_training.ipynb #c172
+# %% ../nbs/05_training.ipynb #c192
 @dataclass
 class Clock:
     "The loop's timers: start time and step (for steps/s) and the last resume-state save."
@@ -772,7 +879,7 @@ class Clock:
     step0: int
     last_save: float
 
-# %% ../nbs/05_training.ipynb #c174
+# %% ../nbs/05_training.ipynb #c194
 def timed(trainer: Trainer, fn, *args):
     "Call `fn(*args)`, adding its duration to the trainer's training time."
     t = time.monotonic()
@@ -780,14 +887,14 @@ def timed(trainer: Trainer, fn, *args):
     trainer.elapsed += time.monotonic() - t
     return out
 
-# %% ../nbs/05_training.ipynb #c177
+# %% ../nbs/05_training.ipynb #c197
 def precise_step(trainer: Trainer, step_fn):
     "One update, under bfloat16 autocast when the run's `precision` is 'bf16'."
     bf16 = trainer.cfg.precision == 'bf16'
     with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=bf16):
         step_fn(trainer)
 
-# %% ../nbs/05_training.ipynb #c179
+# %% ../nbs/05_training.ipynb #c199
 def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
     "One update plus any checkpoint or resume state it calls for; the skill if it checkpointed."
     timed(trainer, lambda: (anneal_lr(trainer), precise_step(trainer, step_fn)))
@@ -802,19 +909,19 @@ def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
         clock.last_save = time.monotonic()
     return None
 
-# %% ../nbs/05_training.ipynb #c183
+# %% ../nbs/05_training.ipynb #c203
 def train_command(cfg: TrainConfig) -> str:
     "The `atoms train` command line that makes the run of `cfg`, quoted for the shell."
     return command_line('atoms train', cfg)
 
-# %% ../nbs/05_training.ipynb #c185
+# %% ../nbs/05_training.ipynb #c205
 def finish(trainer: Trainer):
     "Record in the run's manifest the files written, the command, and whether training completed."
     end_command(trainer.run, 'train', train_command(trainer.cfg), config=asdict(trainer.cfg),
                 seed=trainer.cfg.seed, final_step=trainer.global_step,
                 complete=bool(trainer.update >= trainer.total_updates))
 
-# %% ../nbs/05_training.ipynb #c188
+# %% ../nbs/05_training.ipynb #c208
 def progress_bar(trainer: Trainer):
     "A tqdm bar over the run's agent steps (disabled with `progress=False`)."
     cfg = trainer.cfg
@@ -822,7 +929,7 @@ def progress_bar(trainer: Trainer):
                 disable=not cfg.progress, mininterval=2,
                 desc=f'{cfg.game} {cfg.algo} seed {cfg.seed}')
 
-# %% ../nbs/05_training.ipynb #c190
+# %% ../nbs/05_training.ipynb #c210
 def train(cfg: TrainConfig) -> Path:
     "Train (or resume) the run of `cfg`; returns its folder."
     trainer = open_run(cfg)

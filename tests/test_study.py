@@ -78,9 +78,9 @@ def test_study_completes_then_skips(cluster, tiny):
     cfg = replace(tiny, scheduler=cluster['address'])
     table = study(cfg)
     assert set(table['status']) == {'done'}, table
-    assert len(table) == 4 * 6           # train, analyse, dbdt, crosseval, intervene, package of four runs
+    assert len(table) == 4 * 7   # train, analyse, dbdt, crosseval, intervene, robustness, package: 4 runs
     steps = list(table[table.run == 'pong__a2c__small__1'].step)
-    assert steps == ['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'package']
+    assert steps == ['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'robustness', 'package']
     runs, packages = Path(cfg.runs_root), Path(cfg.packages)
     assert (runs/'pong-2balls__a2c__small__2'/'dbdt'/'dbdt.parquet').exists()
     assert (runs/'pong__a2c__small__1'/'dbdt'/'dbdt.parquet').exists()   # pong agents meet two balls too
@@ -194,8 +194,8 @@ def test_a_failed_run_does_not_stop_the_others(cluster, tiny, tmp_path, capsys):
     (tmp_path/'runs').mkdir()
     (tmp_path/'runs'/'pong__a2c__small__2').write_text('a file where the run folder should be')
     table = study(cfg).set_index(['run', 'step'])['status']
-    assert list(table['pong__a2c__small__1']) == ['done'] * 6
-    assert list(table['pong__a2c__small__2']) == ['failed'] + ['blocked'] * 5
+    assert list(table['pong__a2c__small__1']) == ['done'] * 7
+    assert list(table['pong__a2c__small__2']) == ['failed'] + ['blocked'] * 6
     err = capsys.readouterr().err
     log = tmp_path/'runs'/'logs'/'pong__a2c__small__2.train.log'
     assert 'failed: pong__a2c__small__2 train: FileExistsError' in err and f'(log: {log})' in err

@@ -3,7 +3,9 @@
     .venv/bin/python tools/build_book.py      # what `make book` runs
 
 Notebooks execute in cache mode (see _config.yml): only notebooks whose code changed re-run, unless
-artifacts/ changed, which re-runs them all. Any
+artifacts/ changed, which re-runs them all. They run first one per core (jupyter-cache's parallel
+executor, into the same cache; Jupyter Book itself executes one at a time and then only reads the
+cache). Any
 warning, any failing cell or any page that loads a script from another host fails the build
 (non-zero exit); book_output/ is replaced only by a build that passed.
 """
@@ -44,10 +46,34 @@ def invalidate_cache_if_artifacts_changed():
     stamp.parent.mkdir(exist_ok=True); stamp.write_text(h.hexdigest())
 
 
+def book_notebooks() -> list[Path]:
+    "The notebooks of _toc.yml that the book executes (less _config.yml's execute.exclude_patterns)."
+    import fnmatch, yaml
+    toc = yaml.safe_load((ROOT/'_toc.yml').read_text())
+    skip = yaml.safe_load((ROOT/'_config.yml').read_text())['execute'].get('exclude_patterns', [])
+    files = [toc['root']] + [c['file'] for part in toc['parts'] for c in part['chapters']]
+    return [ROOT/f'{f}.ipynb' for f in files
+            if (ROOT/f'{f}.ipynb').exists() and not any(fnmatch.fnmatch(f'{f}.ipynb', p) for p in skip)]
+
+
+def pre_execute():
+    "Execute the book's stale notebooks one per core into the book's cache (failures re-run in the build)."
+    from jupyter_cache import get_cache
+    from jupyter_cache.executors import load_executor
+    cache = get_cache(str(ROOT/'_build'/'.jupyter_cache'))
+    for nb in book_notebooks(): cache.add_nb_to_project(str(nb))
+    stale = [r.pk for r in cache.list_unexecuted()]
+    if not stale: return
+    print(f'executing {len(stale)} notebooks, one per core', flush=True)
+    result = load_executor('local-parallel', cache).run_and_cache(filter_pks=stale, timeout=600)
+    for uri in result.errored + result.excepted: print(f'  failed (re-run by the build): {uri}', flush=True)
+
+
 def build() -> int:
     jb = Path(sys.executable).parent/'jupyter-book'
     t0 = time.time()
     invalidate_cache_if_artifacts_changed()
+    pre_execute()
     cmd = [str(jb), 'build', str(ROOT), '--path-output', str(ROOT), '--warningiserror', '--keep-going']
     print('$', ' '.join(cmd), flush=True)
     rc = subprocess.run(cmd, cwd=ROOT).returncode
