@@ -22,9 +22,9 @@ from .phases import bootstrap_mean, pivot_atoms, rise_step
 # %% auto #0
 __all__ = ['KINDS', 'INTERVENE_MINIMA', 'INTERVENE_WRITES', 'INTERVENE_COLUMNS', 'free_grey', 'intervene_frames', 'log_policy',
            'policy_kl', 'frame_effects', 'drawn_env', 'play_points', 'play_effects', 'InterveneConfig',
-           'check_intervene_config', 'chosen_checkpoints', 'intervene_folder', 'intervene_settings', 'start_intervene',
-           'checkpoint_effects', 'load_intervene_table', 'intervene', 'attention_and_effect', 'rank_correlations',
-           'permutation_p', 'within_object_association', 'attention_effect_lags', 'load_run_pairs']
+           'check_intervene_config', 'chosen_checkpoints', 'intervene_folder', 'intervene_settings', 'sweep_inputs',
+           'start_intervene', 'checkpoint_effects', 'load_intervene_table', 'intervene', 'attention_and_effect',
+           'rank_correlations', 'permutation_p', 'within_object_association', 'attention_effect_lags', 'load_run_pairs']
 
 # %% ../nbs/16_intervene.ipynb #c006
 KINDS = ('remove', 'recolour')   # paint the object as background / in a grey no object uses
@@ -182,20 +182,26 @@ def intervene_settings(cfg: InterveneConfig, final: Path) -> dict:
     skip = ('run', 'out', 'threads', 'progress')
     return {**{k: v for k, v in asdict(cfg).items() if k not in skip}, 'final': final.name}
 
-# %% ../nbs/16_intervene.ipynb #c037
-def start_intervene(cfg: InterveneConfig) -> tuple[list, dict, tuple, Path]:
-    "Check `cfg`, the run and its evaluation set, then begin: checkpoints, config, frames, folder."
-    check_intervene_config(cfg)
+# %% ../nbs/16_intervene.ipynb #c038
+def sweep_inputs(cfg) -> tuple[Path, dict, list, tuple]:
+    "Final checkpoint, config, chosen checkpoints and frames of `cfg.run` (fields of `cfg`)."
     run = Path(cfg.run)
     _, final, config = final_checkpoint(run)          # a finished run, its files verified
     chosen = chosen_checkpoints(run, cfg.checkpoints)
     check_listed_checkpoints(run, chosen)
     _, meta = load_checkpoint(final, expect=config)
-    evalset, out = eval_inputs(meta, cfg.eval_dir, cfg.n_frames), intervene_folder(cfg)
+    return final, config, chosen, eval_inputs(meta, cfg.eval_dir, cfg.n_frames)
+
+# %% ../nbs/16_intervene.ipynb #c040
+def start_intervene(cfg: InterveneConfig) -> tuple[list, dict, tuple, Path]:
+    "Check `cfg`, the run and its evaluation set, then begin: checkpoints, config, frames, folder."
+    check_intervene_config(cfg)
+    final, config, chosen, evalset = sweep_inputs(cfg)
+    out = intervene_folder(cfg)
     begin_command(out, 'intervene', intervene_settings(cfg, final), INTERVENE_WRITES, create=True)
     return chosen, config, evalset, out
 
-# %% ../nbs/16_intervene.ipynb #c038
+# %% ../nbs/16_intervene.ipynb #c041
 def checkpoint_effects(net, step: int,
                        evalset: tuple,          # (obs, labels, objects), see `eval_inputs`
                        config: dict,            # the run's training config
@@ -211,13 +217,13 @@ def checkpoint_effects(net, step: int,
     rows = frames.merge(play, on=['object', 'kind'], how='left').assign(step=step)
     return rows[INTERVENE_COLUMNS]
 
-# %% ../nbs/16_intervene.ipynb #c039
+# %% ../nbs/16_intervene.ipynb #c042
 def load_intervene_table(out: Path) -> pd.DataFrame:
     "The intervention table in `out`, or an empty one when there is none yet."
     path = Path(out)/'intervene.parquet'
     return load_table(path) if path.exists() else pd.DataFrame(columns=INTERVENE_COLUMNS)
 
-# %% ../nbs/16_intervene.ipynb #c040
+# %% ../nbs/16_intervene.ipynb #c043
 def intervene(cfg: InterveneConfig) -> Path:
     "Intervene at the chosen checkpoints of `cfg.run` (resumable); returns the table's path."
     chosen, config, evalset, out = start_intervene(cfg)
@@ -235,7 +241,7 @@ def intervene(cfg: InterveneConfig) -> Path:
                 steps=[s for s, _ in chosen], game=config['game'])
     return out/'intervene.parquet'
 
-# %% ../nbs/16_intervene.ipynb #c044
+# %% ../nbs/16_intervene.ipynb #c047
 def attention_and_effect(atoms: pd.DataFrame,       # a run's tidy ATOM table
                          intervened: pd.DataFrame,  # its intervention table
                          effect: str = 'kl',        # an effect column: kl, action_change, ...
@@ -249,7 +255,7 @@ def attention_and_effect(atoms: pd.DataFrame,       # a run's tidy ATOM table
     rows = chosen[['step', 'object', effect]].rename(columns={effect: 'effect'})
     return rows.merge(attention, on=['step', 'object']).astype({'step': 'int64'})
 
-# %% ../nbs/16_intervene.ipynb #c047
+# %% ../nbs/16_intervene.ipynb #c050
 def rank_correlations(x: np.ndarray,   # (n,) attention at n checkpoints
                       ys: np.ndarray,  # (k, n) k versions of the effects (e.g. permuted)
                      ) -> np.ndarray:
@@ -259,7 +265,7 @@ def rank_correlations(x: np.ndarray,   # (n,) attention at n checkpoints
     norm = np.sqrt((rx**2).sum() * (rys**2).sum(-1))
     return np.divide(rys @ rx, norm, out=np.full(len(rys), np.nan), where=norm > 0)
 
-# %% ../nbs/16_intervene.ipynb #c049
+# %% ../nbs/16_intervene.ipynb #c052
 def permutation_p(groups: list,             # (attention, effect) arrays of each run
                   n_permutations: int = 2000,
                   seed: int = 0) -> tuple[float, float]:
@@ -274,7 +280,7 @@ def permutation_p(groups: list,             # (attention, effect) arrays of each
     extreme = (np.abs(null) >= abs(mean) - 1e-12).sum()
     return float(mean), float((1 + extreme) / (1 + n_permutations))
 
-# %% ../nbs/16_intervene.ipynb #c052
+# %% ../nbs/16_intervene.ipynb #c055
 def within_object_association(pairs: pd.DataFrame,  # `attention_and_effect` rows with a `run`
                               n_permutations: int = 2000,
                               confidence: float = 0.95,
@@ -291,7 +297,7 @@ def within_object_association(pairs: pd.DataFrame,  # `attention_and_effect` row
                          ci_low=ci['ci_low'], ci_high=ci['ci_high'], p_value=p))
     return pd.DataFrame(rows)
 
-# %% ../nbs/16_intervene.ipynb #c056
+# %% ../nbs/16_intervene.ipynb #c059
 def attention_effect_lags(atoms_wide: pd.DataFrame,  # attention: a row per step, a column each
                           effects: pd.DataFrame,     # effects: a row per intervened step, same
                           effect_edge: int = 2,      # checkpoints averaged at the effect's ends
@@ -307,7 +313,7 @@ def attention_effect_lags(atoms_wide: pd.DataFrame,  # attention: a row per step
         rows.append(dict(object=name, attention_step=attention, effect_step=effect, lag=lag))
     return pd.DataFrame(rows)
 
-# %% ../nbs/16_intervene.ipynb #c060
+# %% ../nbs/16_intervene.ipynb #c063
 def load_run_pairs(run,              # a run or package folder with atoms.parquet and intervene/
                    **kw) -> pd.DataFrame:
     "`attention_and_effect` rows of a run from its verified tables, with the run's name."

@@ -17,9 +17,8 @@ from .core import (begin_command, command_line, end_command, load_artifact, load
 from .attention import SUBSET_SEP, Metric, combine_maps
 from .relevance import Method, RelevanceSeed, checkpoint_atoms, explain
 from .policies import load_checkpoint
-from .analysis import (check_listed_checkpoints, check_minima, check_relevance_seed,
-                            command_folder, eval_inputs, final_checkpoint, parse_methods)
-from .intervene import chosen_checkpoints
+from .analysis import check_minima, check_relevance_seed, command_folder, parse_methods
+from .intervene import sweep_inputs
 from .phases import (bootstrap_mean, consistency_claim, detect_phases, paddle_claim,
                           phases_claim, trajectory)
 
@@ -198,12 +197,8 @@ def robustness_settings(cfg: RobustnessConfig, final: Path) -> dict:
 def start_robustness(cfg: RobustnessConfig) -> tuple[list, list, dict, tuple, Path]:
     "Check `cfg` and the run, then begin: methods, checkpoints, config, frames, folder."
     methods = check_robustness_config(cfg)
-    run = Path(cfg.run)
-    _, final, config = final_checkpoint(run)          # a finished run, its files verified
-    chosen = chosen_checkpoints(run, cfg.checkpoints)
-    check_listed_checkpoints(run, chosen)
-    _, meta = load_checkpoint(final, expect=config)
-    evalset, out = eval_inputs(meta, cfg.eval_dir, cfg.n_frames), robustness_folder(cfg)
+    final, config, chosen, evalset = sweep_inputs(cfg)
+    out = robustness_folder(cfg)
     begin_command(out, 'robustness', robustness_settings(cfg, final), ROBUSTNESS_WRITES,
                   create=True)
     return methods, chosen, config, evalset, out
