@@ -1272,7 +1272,7 @@ def headline_chart(runset: RunSet, width: int = 190) -> alt.HConcatChart:
         title = f'{game} ({len(members)} seed{"s" * (len(members) > 1)})'
         panels.append(plot_seed_bands(range_bands(members), {}, objects, title, width))
     return (alt.hconcat(*panels)   # fonts sized for the book's width
-            .configure_axis(labelFontSize=12, titleFontSize=12).configure_title(fontSize=14)
+            .configure_axis(labelFontSize=12, titleFontSize=12).configure_title(fontSize=12)
             .configure_legend(orient='bottom', columns=4, labelLimit=200, symbolOpacity=1,
                               labelFontSize=12, titleFontSize=12))
 
