@@ -17,12 +17,7 @@ KEYS = ['step', 'object', 'metric', 'method']
 CHECKPOINT = artifacts_dir()/'runs'/'pong__a2c__1'/'checkpoints'/'step_001500000.safetensors'
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')   # see conftest.py
 
 
 def fast_table(net, obs, labels, objects, mode='two_pass', **kw):

@@ -11,12 +11,7 @@ from atoms.relevance import synthetic_frames
 from atoms.sb3 import SB3_FC, PolicyLogits, PongSB3Env, load_policy, make_policy, save_policy
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')   # see conftest.py
 
 
 def test_vecenv_resets_and_steps():
