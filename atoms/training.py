@@ -30,14 +30,14 @@ __all__ = ['PER_ALGO', 'PER_NET', 'PER_GAME', 'ATARI_GAMES', 'TRAIN_GAMES', 'GAM
            'game_field_defaults', 'TrainConfig', 'config_error', 'check_choices', 'check_atari', 'fill_defaults',
            'in_interval', 'check_ranges', 'n_updates', 'check_batching', 'resolve', 'defaults_table', 'run_path',
            'net_config', 'checkpoint_updates', 'Rollout', 'new_stats', 'record_episodes', 'sample_actions', 'collect',
-           'gae', 'ac_loss', 'normalise', 'make_optimizer', 'gradient_step', 'minibatches', 'ac_update', 'Replay',
-           'replay_stacks', 'replay_sample', 'EpisodeLog', 'episodes_table', 'train_env', 'pick_device', 'build_net',
-           'dqn_parts', 'Trainer', 'pack_optimizer', 'unpack_optimizer', 'env_state', 'restore_env', 'dqn_state',
-           'restore_dqn', 'save_state', 'load_state', 'anneal_lr', 'ac_step', 'epsilon', 'dqn_act', 'dqn_play',
-           'td_loss', 'target_sync_due', 'dqn_step', 'log_row', 'evaluate_greedy', 'checkpoint', 'with_defaults',
-           'config_differences', 'read_run_config', 'missing_checkpoints', 'train_writes', 'train_settings', 'finished',
-           'check_config_file', 'open_run', 'Clock', 'timed', 'precise_step', 'advance', 'train_command', 'finish',
-           'progress_bar', 'train']
+           'gae', 'clip_diagnostics', 'ac_loss', 'normalise', 'make_optimizer', 'gradient_step', 'minibatches',
+           'ac_update', 'Replay', 'replay_stacks', 'replay_sample', 'EpisodeLog', 'episodes_table', 'train_env',
+           'pick_device', 'build_net', 'dqn_parts', 'Trainer', 'pack_optimizer', 'unpack_optimizer', 'env_state',
+           'restore_env', 'dqn_state', 'restore_dqn', 'save_state', 'load_state', 'anneal_lr', 'ac_step', 'epsilon',
+           'dqn_act', 'dqn_play', 'td_loss', 'target_sync_due', 'dqn_step', 'log_row', 'evaluate_greedy', 'checkpoint',
+           'with_defaults', 'config_differences', 'read_run_config', 'missing_checkpoints', 'train_writes',
+           'train_settings', 'finished', 'check_config_file', 'open_run', 'Clock', 'timed', 'precise_step', 'advance',
+           'train_command', 'finish', 'progress_bar', 'train']
 
 # %% ../nbs/05_training.ipynb #c006
 PER_ALGO = tyro.conf.arg(
@@ -372,7 +372,16 @@ def gae(rewards, values, dones, last_value, gamma: float, lam: float):
         adv[t] = last
     return adv, adv + values
 
-# %% ../nbs/05_training.ipynb #c076
+# %% ../nbs/05_training.ipynb #c077
+def clip_diagnostics(ratio: torch.Tensor,  # π/π_old of each sample of a minibatch
+                     clip_coef: float) -> dict:
+    "PPO's approximate KL to the rollout policy and the fraction of clipped ratios."
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - ratio.log()).mean()
+        clipped = ((ratio - 1).abs() > clip_coef).float().mean()
+    return {'losses/approx_kl': approx_kl.item(), 'losses/clipfrac': clipped.item()}
+
+# %% ../nbs/05_training.ipynb #c079
 def ac_loss(net, obs, actions, old_logp, adv, returns, cfg: TrainConfig):
     "Actor-critic loss on a minibatch; returns (loss, dict of logged parts)."
     logits, v = (y.float() for y in net(obs))
@@ -388,14 +397,15 @@ def ac_loss(net, obs, actions, old_logp, adv, returns, cfg: TrainConfig):
     loss = pg + cfg.vf_coef * vloss - cfg.ent_coef * ent
     parts = {'losses/policy_loss': pg.item(), 'losses/value_loss': vloss.item(),
              'losses/entropy': ent.item()}
+    if cfg.clip_coef: parts.update(clip_diagnostics(ratio.detach(), cfg.clip_coef))
     return loss, parts
 
-# %% ../nbs/05_training.ipynb #c079
+# %% ../nbs/05_training.ipynb #c082
 def normalise(adv: torch.Tensor) -> torch.Tensor:
     "Advantages standardised to zero mean and unit standard deviation."
     return (adv - adv.mean()) / (adv.std() + 1e-8)
 
-# %% ../nbs/05_training.ipynb #c082
+# %% ../nbs/05_training.ipynb #c085
 def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     "The optimiser `cfg` names, with its learning rate and epsilon."
     if cfg.optimizer == 'rmsprop':
@@ -403,7 +413,7 @@ def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                                    eps=cfg.optim_eps)
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=cfg.optim_eps)
 
-# %% ../nbs/05_training.ipynb #c084
+# %% ../nbs/05_training.ipynb #c087
 def gradient_step(net: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
                   max_grad_norm: float):
     "Backpropagate `loss`, clip the gradient norm and take one optimiser step."
@@ -411,15 +421,16 @@ def gradient_step(net: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor
     loss.backward()
     nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
     opt.step()
+    torch.clear_autocast_cache()   # autocast's bf16 weight copies are stale after the step
 
-# %% ../nbs/05_training.ipynb #c087
+# %% ../nbs/05_training.ipynb #c090
 def minibatches(batch: int, cfg: TrainConfig, gen: torch.Generator) -> list[torch.Tensor]:
     "The index sets of one pass over a rollout of `batch` samples."
     idx = torch.randperm(batch, generator=gen) if cfg.num_minibatches > 1 else torch.arange(batch)
     size = batch // cfg.num_minibatches
     return [idx[s:s + size] for s in range(0, batch, size)]
 
-# %% ../nbs/05_training.ipynb #c089
+# %% ../nbs/05_training.ipynb #c092
 def ac_update(net, opt, buf: Rollout, adv, returns, cfg: TrainConfig, gen: torch.Generator) -> dict:
     "`update_epochs` passes of minibatch steps over one rollout; returns the last losses."
     batch = buf.actions.numel()
@@ -433,10 +444,10 @@ def ac_update(net, opt, buf: Rollout, adv, returns, cfg: TrainConfig, gen: torch
             gradient_step(net, opt, loss, cfg.max_grad_norm)
     return parts
 
-# %% ../nbs/05_training.ipynb #c092
+# %% ../nbs/05_training.ipynb #c095
 REPLAY_ARRAYS = ('frame', 'action', 'reward', 'done', 'first')   # what a resume state saves
 
-# %% ../nbs/05_training.ipynb #c094
+# %% ../nbs/05_training.ipynb #c097
 class Replay:
     "Ring memory of (frame, action, reward, done, first) per step and game, frames stored once."
     def __init__(self, capacity_bytes: int, n: int, size: int, frames: int):
@@ -460,7 +471,7 @@ class Replay:
 
     def __len__(self): return self.cap if self.full else self.pos
 
-# %% ../nbs/05_training.ipynb #c097
+# %% ../nbs/05_training.ipynb #c100
 def replay_stacks(replay: Replay, t, g) -> np.ndarray:
     "Observation stacks (B, frames, H, W) ending at ring indices `t` in games `g`."
     out = np.empty((len(t), replay.frames, *replay.frame.shape[2:]), np.uint8)
@@ -472,7 +483,7 @@ def replay_stacks(replay: Replay, t, g) -> np.ndarray:
         boundary |= replay.first[i, g]
     return out
 
-# %% ../nbs/05_training.ipynb #c099
+# %% ../nbs/05_training.ipynb #c102
 def replay_sample(replay: Replay, batch: int, rng: np.random.Generator) -> tuple:
     "A minibatch (obs, action, reward, done, next_obs) of transitions with a stored next_obs."
     hi = len(replay) - 1
@@ -483,7 +494,7 @@ def replay_sample(replay: Replay, batch: int, rng: np.random.Generator) -> tuple
     obs, next_obs = replay_stacks(replay, t, g), replay_stacks(replay, nxt, g)
     return obs, replay.action[t, g], replay.reward[t, g], replay.done[t, g], next_obs
 
-# %% ../nbs/05_training.ipynb #c102
+# %% ../nbs/05_training.ipynb #c105
 class EpisodeLog:
     "A vector env that also records every finished episode: agent step, game, return, length."
     def __init__(self, env):
@@ -504,14 +515,14 @@ class EpisodeLog:
             self.episodes.append([self.steps, int(i), float(r), int(length)])
         return out
 
-# %% ../nbs/05_training.ipynb #c103
+# %% ../nbs/05_training.ipynb #c106
 @patch_to(EpisodeLog)
 def state_dict(self) -> dict:
     "The env's `state_dict` with the step count and the episodes recorded so far."
     episodes = np.array(self.episodes, np.float64).reshape(-1, 4)
     return self.env.state_dict() | {'log_steps': np.array(self.steps), 'log_episodes': episodes}
 
-# %% ../nbs/05_training.ipynb #c104
+# %% ../nbs/05_training.ipynb #c107
 @patch_to(EpisodeLog)
 def load_state_dict(self, state: dict) -> np.ndarray:
     "Restore the env and the record from `state_dict`'s output; returns the observation."
@@ -519,13 +530,13 @@ def load_state_dict(self, state: dict) -> np.ndarray:
     self.episodes = [[int(s), int(i), r, int(n)] for s, i, r, n in state['log_episodes'].tolist()]
     return self.env.load_state_dict({k: v for k, v in state.items() if not k.startswith('log_')})
 
-# %% ../nbs/05_training.ipynb #c105
+# %% ../nbs/05_training.ipynb #c108
 def episodes_table(log: EpisodeLog) -> pd.DataFrame:
     "The episodes `log` recorded, one row each, with CleanRL's names."
     columns = ['global_step', 'env', 'charts/episodic_return', 'charts/episodic_length']
     return pd.DataFrame(log.episodes, columns=columns)
 
-# %% ../nbs/05_training.ipynb #c108
+# %% ../nbs/05_training.ipynb #c111
 def train_env(cfg: TrainConfig):
     "The games a run plays: ours, or ALE Pong without masks with its episodes logged one by one."
     if cfg.game not in ATARI_GAMES:
@@ -534,19 +545,19 @@ def train_env(cfg: TrainConfig):
                                frame_skip=cfg.frame_skip)
     return EpisodeLog(games)
 
-# %% ../nbs/05_training.ipynb #c111
+# %% ../nbs/05_training.ipynb #c114
 def pick_device(cfg: TrainConfig) -> torch.device:
     "The torch device `cfg.device` asks for ('auto': CUDA if present)."
     cuda = cfg.device == 'cuda' or (cfg.device == 'auto' and torch.cuda.is_available())
     return torch.device('cuda' if cuda else 'cpu')
 
-# %% ../nbs/05_training.ipynb #c113
+# %% ../nbs/05_training.ipynb #c116
 def build_net(cfg: TrainConfig, device: torch.device) -> PixelNet:
     "The network to train (a Q-network for DQN), on `device`."
     net = make_net('q' if cfg.algo == 'dqn' else 'actor_critic', net_config(cfg)).to(device)
     return net.to(memory_format=torch.channels_last) if device.type == 'cpu' else net
 
-# %% ../nbs/05_training.ipynb #c115
+# %% ../nbs/05_training.ipynb #c118
 def dqn_parts(cfg: TrainConfig, net: PixelNet, device: torch.device) -> tuple:
     "DQN's target network (a copy of `net`), replay memory and exploration generator."
     target = make_net('q', net_config(cfg)).to(device)
@@ -554,7 +565,7 @@ def dqn_parts(cfg: TrainConfig, net: PixelNet, device: torch.device) -> tuple:
     replay = Replay(cfg.buffer_mb * 2**20, cfg.num_envs, 84, cfg.frames)
     return target, replay, np.random.default_rng(cfg.seed + 1)
 
-# %% ../nbs/05_training.ipynb #c117
+# %% ../nbs/05_training.ipynb #c120
 class Trainer:
     "One training run: state, update step, checkpoints, resume."
     def __init__(self, cfg: TrainConfig):
@@ -582,7 +593,7 @@ class Trainer:
     @property
     def global_step(self) -> int: return self.update * self.cfg.num_envs * self.cfg.n_steps
 
-# %% ../nbs/05_training.ipynb #c120
+# %% ../nbs/05_training.ipynb #c123
 def pack_optimizer(opt) -> tuple[dict, dict]:
     "An optimiser's state as (tensors, JSON-able rest)."
     sd = opt.state_dict()
@@ -594,7 +605,7 @@ def pack_optimizer(opt) -> tuple[dict, dict]:
             else: rest['state'][str(i)][k] = v
     return tensors, rest
 
-# %% ../nbs/05_training.ipynb #c122
+# %% ../nbs/05_training.ipynb #c125
 def unpack_optimizer(opt, tensors: dict, rest: dict):
     "Restore an optimiser from `pack_optimizer`'s output."
     state = {int(i): dict(st) for i, st in rest['state'].items()}
@@ -604,20 +615,20 @@ def unpack_optimizer(opt, tensors: dict, rest: dict):
             state.setdefault(int(i), {})[name] = v
     opt.load_state_dict({'state': state, 'param_groups': rest['param_groups']})
 
-# %% ../nbs/05_training.ipynb #c125
+# %% ../nbs/05_training.ipynb #c128
 def env_state(env: PongVectorEnv) -> tuple[dict, dict]:
     "The games' state as (tensors under `env.<key>`, JSON-able rest)."
     state = env.state_dict()
     rng = state.pop('np_random')
     return {f'env.{k}': torch.from_numpy(v) for k, v in state.items()}, {'env.np_random': rng}
 
-# %% ../nbs/05_training.ipynb #c127
+# %% ../nbs/05_training.ipynb #c130
 def restore_env(env: PongVectorEnv, tensors: dict, meta: dict) -> np.ndarray:
     "Restore the games from `env_state`'s output; returns the current observation."
     state = {k[4:]: v.cpu().numpy() for k, v in tensors.items() if k.startswith('env.')}
     return env.load_state_dict(state | {'np_random': meta['env.np_random']})
 
-# %% ../nbs/05_training.ipynb #c130
+# %% ../nbs/05_training.ipynb #c133
 def dqn_state(trainer: Trainer) -> tuple[dict, dict]:
     "DQN's target network and replay memory as (tensors, JSON-able rest)."
     tensors = {f'target.{k}': v for k, v in trainer.target.state_dict().items()}
@@ -626,7 +637,7 @@ def dqn_state(trainer: Trainer) -> tuple[dict, dict]:
             'np_rng': trainer.np_rng.bit_generator.state}
     return tensors, meta
 
-# %% ../nbs/05_training.ipynb #c132
+# %% ../nbs/05_training.ipynb #c135
 def restore_dqn(trainer: Trainer, tensors: dict, meta: dict):
     "Restore DQN's target network, replay memory and exploration generator."
     target = {k[7:]: v for k, v in tensors.items() if k.startswith('target.')}
@@ -635,7 +646,7 @@ def restore_dqn(trainer: Trainer, tensors: dict, meta: dict):
     trainer.replay.pos, trainer.replay.full = meta['replay_pos'], meta['replay_full']
     trainer.np_rng.bit_generator.state = meta['np_rng']
 
-# %% ../nbs/05_training.ipynb #c135
+# %% ../nbs/05_training.ipynb #c138
 def save_state(trainer: Trainer):
     "Write everything needed to resume `trainer` into one file, atomically."
     tensors = {f'net.{k}': v for k, v in trainer.net.state_dict().items()}
@@ -653,7 +664,7 @@ def save_state(trainer: Trainer):
         meta.update(dqn_meta)
     save_weights(tensors, trainer.state_path, meta)
 
-# %% ../nbs/05_training.ipynb #c137
+# %% ../nbs/05_training.ipynb #c140
 def load_state(trainer: Trainer):
     "Restore `trainer` from its resume file."
     tensors, meta = load_weights(trainer.state_path, trainer.device)
@@ -667,13 +678,13 @@ def load_state(trainer: Trainer):
     trainer.rows = [dict(row) for row in meta['rows']]   # in the logged order (JSON sorts dicts)
     trainer.stats, trainer.losses = meta['stats'], meta['losses']
 
-# %% ../nbs/05_training.ipynb #c140
+# %% ../nbs/05_training.ipynb #c143
 def anneal_lr(trainer: Trainer):
     "Linear learning-rate decay from `lr` to 0 over training."
     lr = trainer.cfg.lr * (1 - trainer.update / trainer.total_updates)
     for g in trainer.opt.param_groups: g['lr'] = lr
 
-# %% ../nbs/05_training.ipynb #c143
+# %% ../nbs/05_training.ipynb #c146
 def ac_step(trainer: Trainer):
     "One actor-critic update: rollout, GAE, loss steps."
     cfg, device = trainer.cfg, trainer.device
@@ -686,14 +697,14 @@ def ac_step(trainer: Trainer):
     trainer.net.train()
     trainer.losses = ac_update(trainer.net, trainer.opt, buf, adv, ret, cfg, trainer.gen)
 
-# %% ../nbs/05_training.ipynb #c146
+# %% ../nbs/05_training.ipynb #c149
 def epsilon(trainer: Trainer) -> float:
     "DQN's exploration rate: linear from 1 to `eps_end` over `eps_fraction` of training."
     cfg = trainer.cfg
     decay = (1 - cfg.eps_end) * trainer.update / (cfg.eps_fraction * trainer.total_updates)
     return max(cfg.eps_end, 1 - decay)
 
-# %% ../nbs/05_training.ipynb #c148
+# %% ../nbs/05_training.ipynb #c151
 def dqn_act(trainer: Trainer) -> np.ndarray:
     "Epsilon-greedy actions for every game (exploration draws from the trainer's numpy generator)."
     with torch.no_grad(): q = trainer.net(torch.as_tensor(trainer.obs, device=trainer.device))
@@ -702,7 +713,7 @@ def dqn_act(trainer: Trainer) -> np.ndarray:
     actions[explore] = trainer.np_rng.integers(0, 3, int(explore.sum()))
     return actions
 
-# %% ../nbs/05_training.ipynb #c150
+# %% ../nbs/05_training.ipynb #c153
 def dqn_play(trainer: Trainer):
     "Play one vector step epsilon-greedily and store it in the replay memory."
     actions = dqn_act(trainer)
@@ -713,7 +724,7 @@ def dqn_play(trainer: Trainer):
     trainer.first, trainer.obs = done, obs
     record_episodes(trainer.stats, info)
 
-# %% ../nbs/05_training.ipynb #c153
+# %% ../nbs/05_training.ipynb #c156
 def td_loss(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     "Huber loss of Q(s, a) against the target network's bootstrapped target, on one minibatch."
     cfg = trainer.cfg
@@ -725,12 +736,12 @@ def td_loss(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     q_taken = trainer.net(obs).float().gather(1, act[:, None]).squeeze(1)
     return nn.functional.smooth_l1_loss(q_taken, target), q_taken
 
-# %% ../nbs/05_training.ipynb #c156
+# %% ../nbs/05_training.ipynb #c159
 def target_sync_due(update: int, num_envs: int, target_every: int) -> bool:
     "Whether the env-step count crosses a multiple of `target_every` in vector step `update`."
     return (update * num_envs) // target_every != ((update + 1) * num_envs) // target_every
 
-# %% ../nbs/05_training.ipynb #c158
+# %% ../nbs/05_training.ipynb #c161
 def dqn_step(trainer: Trainer):
     "One DQN vector step: play and store it, then (after `learning_starts`) one gradient step."
     cfg = trainer.cfg
@@ -743,7 +754,7 @@ def dqn_step(trainer: Trainer):
     if target_sync_due(trainer.update, cfg.num_envs, cfg.target_every):
         trainer.target.load_state_dict(trainer.net.state_dict())
 
-# %% ../nbs/05_training.ipynb #c161
+# %% ../nbs/05_training.ipynb #c164
 def log_row(trainer: Trainer, sps: float, evaluation: dict | None) -> dict:
     "A log row from the statistics gathered since the previous row (which it resets)."
     stats, ev = trainer.stats, evaluation
@@ -759,7 +770,7 @@ def log_row(trainer: Trainer, sps: float, evaluation: dict | None) -> dict:
     trainer.stats = new_stats()
     return row
 
-# %% ../nbs/05_training.ipynb #c163
+# %% ../nbs/05_training.ipynb #c166
 def evaluate_greedy(trainer: Trainer, seed: int) -> dict:
     "Skill of the trainer's greedy policy on its game (`evaluate`, or `evaluate_atari` on Atari)."
     cfg, policy = trainer.cfg, greedy(trainer.net)
@@ -769,7 +780,7 @@ def evaluate_greedy(trainer: Trainer, seed: int) -> dict:
     return evaluate(policy, cfg.game, cfg.eval_points, cfg.eval_envs, seed=seed, frames=cfg.frames,
                     frame_skip=cfg.frame_skip, device=trainer.device)
 
-# %% ../nbs/05_training.ipynb #c165
+# %% ../nbs/05_training.ipynb #c168
 def checkpoint(trainer: Trainer, sps: float) -> dict:
     "Save a checkpoint and a resume state, evaluate the greedy policy, log; returns the evaluation."
     cfg = trainer.cfg
@@ -785,22 +796,22 @@ def checkpoint(trainer: Trainer, sps: float) -> dict:
     save_state(trainer)
     return ev
 
-# %% ../nbs/05_training.ipynb #c168
+# %% ../nbs/05_training.ipynb #c171
 RESUME_IGNORED = RUN_ONLY   # the fields that steer a run (kept out of checkpoints, see Policies)
 
-# %% ../nbs/05_training.ipynb #c170
+# %% ../nbs/05_training.ipynb #c173
 def with_defaults(saved: dict) -> dict:
     "A saved config with the fields it lacks (written before they existed) set to their defaults."
     dflt = fill_defaults(TrainConfig(game=saved.get('game', 'pong'), algo=saved.get('algo', 'a2c')))
     return json.loads(json.dumps(asdict(dflt))) | saved
 
-# %% ../nbs/05_training.ipynb #c172
+# %% ../nbs/05_training.ipynb #c175
 def config_differences(old: dict, cfg: TrainConfig) -> list[str]:
     "The fields (outside RESUME_IGNORED) in which a saved config `old` differs from `cfg`."
     old, new = with_defaults(old), json.loads(json.dumps(asdict(cfg)))
     return [k for k in new if k not in RESUME_IGNORED and old.get(k) != new[k]]
 
-# %% ../nbs/05_training.ipynb #c175
+# %% ../nbs/05_training.ipynb #c178
 def read_run_config(path: Path) -> dict:
     "A run's saved `config.json` as a dict; an unreadable or foreign one raises naming the file."
     try: saved = json.loads(path.read_text())
@@ -813,27 +824,27 @@ def read_run_config(path: Path) -> dict:
         raise ArtifactError(f'{path}: not a training config (unknown game or algorithm)')
     return saved
 
-# %% ../nbs/05_training.ipynb #c178
+# %% ../nbs/05_training.ipynb #c181
 def missing_checkpoints(trainer: Trainer) -> list[Path]:
     "The checkpoint files that the run's log records but that are not on disk."
     steps = [row['global_step'] for row in trainer.rows if row['checkpoint']]
     paths = [trainer.ckpt_dir/f'step_{step:09d}.safetensors' for step in steps]
     return [p for p in paths if not p.exists()]
 
-# %% ../nbs/05_training.ipynb #c181
+# %% ../nbs/05_training.ipynb #c184
 TRAIN_WRITES = ('config.json', 'log.parquet', 'state.safetensors', 'checkpoints/*')   # globs
 
-# %% ../nbs/05_training.ipynb #c182
+# %% ../nbs/05_training.ipynb #c185
 def train_writes(cfg: TrainConfig) -> tuple[str, ...]:
     "The files a run writes (globs): `TRAIN_WRITES`, and on Atari the episodes table."
     return TRAIN_WRITES + (('episodes.parquet',) if cfg.game in ATARI_GAMES else ())
 
-# %% ../nbs/05_training.ipynb #c184
+# %% ../nbs/05_training.ipynb #c187
 def train_settings(cfg: TrainConfig) -> dict:
     "What the manifest records as the settings of a run: its config less `RESUME_IGNORED`."
     return {k: v for k, v in asdict(cfg).items() if k not in RESUME_IGNORED}
 
-# %% ../nbs/05_training.ipynb #c186
+# %% ../nbs/05_training.ipynb #c189
 def finished(run: Path) -> bool:
     "Whether the manifest of `run` says its training finished (and no rerun is under way)."
     if not (run/'manifest.json').exists(): return False
@@ -841,7 +852,7 @@ def finished(run: Path) -> bool:
     record = m.get('commands', {}).get('train', {})
     return m.get('complete') is True and not record.get('in_progress', False)
 
-# %% ../nbs/05_training.ipynb #c188
+# %% ../nbs/05_training.ipynb #c191
 def check_config_file(trainer: Trainer):
     "Refuse a run folder whose `config.json` holds a different config (or is not a config)."
     cpath = trainer.run/'config.json'
@@ -853,7 +864,7 @@ def check_config_file(trainer: Trainer):
         raise ValueError(f'{cpath}: holds a run with a different config ({there}); '
                          'use another --run_dir or delete that folder')
 
-# %% ../nbs/05_training.ipynb #c189
+# %% ../nbs/05_training.ipynb #c192
 def open_run(cfg: TrainConfig) -> Trainer:
     "Create or resume the run folder of `cfg`, verified against its manifest."
     trainer = Trainer(cfg)
@@ -871,7 +882,7 @@ def open_run(cfg: TrainConfig) -> Trainer:
                             f'{len(missing)} missing); delete the run folder to start over')
     return trainer
 
-# %% ../nbs/05_training.ipynb #c192
+# %% ../nbs/05_training.ipynb #c195
 @dataclass
 class Clock:
     "The loop's timers: start time and step (for steps/s) and the last resume-state save."
@@ -879,7 +890,7 @@ class Clock:
     step0: int
     last_save: float
 
-# %% ../nbs/05_training.ipynb #c194
+# %% ../nbs/05_training.ipynb #c197
 def timed(trainer: Trainer, fn, *args):
     "Call `fn(*args)`, adding its duration to the trainer's training time."
     t = time.monotonic()
@@ -887,14 +898,14 @@ def timed(trainer: Trainer, fn, *args):
     trainer.elapsed += time.monotonic() - t
     return out
 
-# %% ../nbs/05_training.ipynb #c197
+# %% ../nbs/05_training.ipynb #c200
 def precise_step(trainer: Trainer, step_fn):
     "One update, under bfloat16 autocast when the run's `precision` is 'bf16'."
     bf16 = trainer.cfg.precision == 'bf16'
     with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=bf16):
         step_fn(trainer)
 
-# %% ../nbs/05_training.ipynb #c199
+# %% ../nbs/05_training.ipynb #c203
 def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
     "One update plus any checkpoint or resume state it calls for; the skill if it checkpointed."
     timed(trainer, lambda: (anneal_lr(trainer), precise_step(trainer, step_fn)))
@@ -909,19 +920,19 @@ def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
         clock.last_save = time.monotonic()
     return None
 
-# %% ../nbs/05_training.ipynb #c203
+# %% ../nbs/05_training.ipynb #c207
 def train_command(cfg: TrainConfig) -> str:
     "The `atoms train` command line that makes the run of `cfg`, quoted for the shell."
     return command_line('atoms train', cfg)
 
-# %% ../nbs/05_training.ipynb #c205
+# %% ../nbs/05_training.ipynb #c209
 def finish(trainer: Trainer):
     "Record in the run's manifest the files written, the command, and whether training completed."
     end_command(trainer.run, 'train', train_command(trainer.cfg), config=asdict(trainer.cfg),
                 seed=trainer.cfg.seed, final_step=trainer.global_step,
                 complete=bool(trainer.update >= trainer.total_updates))
 
-# %% ../nbs/05_training.ipynb #c208
+# %% ../nbs/05_training.ipynb #c212
 def progress_bar(trainer: Trainer):
     "A tqdm bar over the run's agent steps (disabled with `progress=False`)."
     cfg = trainer.cfg
@@ -929,7 +940,7 @@ def progress_bar(trainer: Trainer):
                 disable=not cfg.progress, mininterval=2,
                 desc=f'{cfg.game} {cfg.algo} seed {cfg.seed}')
 
-# %% ../nbs/05_training.ipynb #c210
+# %% ../nbs/05_training.ipynb #c214
 def train(cfg: TrainConfig) -> Path:
     "Train (or resume) the run of `cfg`; returns its folder."
     trainer = open_run(cfg)
