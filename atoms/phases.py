@@ -790,7 +790,8 @@ def other_rises(traj: pd.DataFrame, column: str = 'agent_paddle', **kw) -> float
     others = [c for c in check_trajectory(traj) if c not in (column, 'background')]
     steps = np.array([rise_step(traj, c, **kw) for c in others])
     steps = steps[np.isfinite(steps)]
-    return float(10**np.median(np.log10(steps))) if len(steps) else float('nan')
+    with np.errstate(divide='ignore'):   # a rise at step 0 is the earliest there is: log10 → -inf
+        return float(10**np.median(np.log10(steps))) if len(steps) else float('nan')
 
 # %% ../nbs/09_phases.ipynb #c159
 def paddle_lags(traj: pd.DataFrame, column: str = 'agent_paddle', frac: float = 0.5,
