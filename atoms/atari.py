@@ -18,10 +18,12 @@ from .games import LABEL_COLOURS
 
 # %% auto #0
 __all__ = ['ATARI_LABELS', 'OCATARI_CATEGORIES', 'PONG_COLOURS', 'PONG_PALETTE', 'BOX_OBJECTS', 'BOX_SHAPES', 'PALETTE_IDS',
-           'PRECEDENCE', 'NO_PIXELS', 'AtariConfig', 'check_atari_config', 'new_ale', 'ram_boxes', 'box_centres',
-           'screen_objects', 'area_footprint', 'AreaLabels', 'NoopDraws', 'AtariPong', 'AtariPongVectorEnv',
-           'game_seeds', 'check_atari_actions', 'ale_states', 'restore_ale', 'noop_states', 'restore_noops',
-           'slot_pixels', 'restore_pixels', 'evaluate_atari', 'overlay', 'random_observation', 'show_atari_masks']
+           'PRECEDENCE', 'NO_PIXELS', 'ATARI_PONG', 'PONG_MOVES', 'AtariConfig', 'check_atari_config', 'new_ale',
+           'ram_boxes', 'box_centres', 'screen_objects', 'area_footprint', 'AreaLabels', 'NoopDraws', 'AtariPong',
+           'AtariPongVectorEnv', 'game_seeds', 'check_atari_actions', 'ale_states', 'restore_ale', 'noop_states',
+           'restore_noops', 'slot_pixels', 'restore_pixels', 'evaluate_atari', 'overlay', 'random_observation',
+           'show_atari_masks', 'label_rows', 'atari_tracker', 'grow', 'clear_stacks', 'make_atari_eval_set',
+           'show_eval_stacks']
 
 # %% ../nbs/13_atari.ipynb #c005
 ATARI_LABELS = {'background': 0, 'agent_paddle': 1, 'opponent_paddle': 2, 'ball': 3}   # label ids
@@ -523,5 +525,85 @@ def show_atari_masks(seed: int = 0, steps: int = 80):
         for a in ax[:, k]: a.set(xticks=[], yticks=[])
     for row, name in enumerate(('observation', 'labels over it', 'labels')):
         ax[row, 0].set_ylabel(name)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/13_atari.ipynb #c119
+ATARI_PONG = 'atari-pong'   # the name of ALE Pong in runs, configs and evaluation sets
+
+# %% ../nbs/13_atari.ipynb #c122
+def label_rows(labels: np.ndarray, label_id: int) -> np.ndarray:
+    "Mean row (N,) of the pixels of `label_id` in each label image (N, H, W); NaN: no pixel."
+    mask = labels == label_id
+    counts = mask.sum((1, 2))
+    rows = (mask.sum(2) * np.arange(labels.shape[1])).sum(1)
+    return np.where(counts > 0, rows / np.maximum(counts, 1), np.nan)
+
+# %% ../nbs/13_atari.ipynb #c125
+PONG_MOVES = {'stay': 0, 'up': 2, 'down': 3}   # actions of Pong's minimal action set
+
+def atari_tracker(labels: np.ndarray,        # newest label images (N, H, W)
+                  rng: np.random.Generator,  # draws the random actions
+                  noise: float = 0.3,        # probability of a random action
+                 ) -> np.ndarray:
+    "Noisy tracker: move the agent's paddle toward the ball's row, random with probability `noise`."
+    ball = label_rows(labels, ATARI_LABELS['ball'])
+    gap = np.nan_to_num(ball - label_rows(labels, ATARI_LABELS['agent_paddle']))  # none: stay
+    actions = np.where(gap < -2, PONG_MOVES['up'], np.where(gap > 2, PONG_MOVES['down'], 0))
+    explore = rng.random(len(labels)) < noise
+    actions[explore] = rng.integers(0, 6, int(explore.sum()))
+    return actions
+
+# %% ../nbs/13_atari.ipynb #c128
+def grow(mask: np.ndarray) -> np.ndarray:
+    "`mask` (..., H, W) grown by one pixel into the 8 neighbours of each of its pixels."
+    h, w = mask.shape[-2:]
+    padded = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)])
+    shifts = [padded[..., dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)]
+    return np.logical_or.reduce(shifts)
+
+# %% ../nbs/13_atari.ipynb #c130
+def clear_stacks(label_stacks: np.ndarray) -> np.ndarray:
+    "Per stack (N,) of `label_stacks` (N, F, H, W): every frame shows every object, none touching."
+    masks = [label_stacks == ATARI_LABELS[name] for name in BOX_OBJECTS]
+    visible = np.logical_and.reduce([mask.any((-2, -1)) for mask in masks])        # (N, F)
+    touching = [(grow(masks[a]) & masks[b]).any((-2, -1)) for a, b in ((0, 1), (0, 2), (1, 2))]
+    return (visible & ~np.logical_or.reduce(touching)).all(-1)
+
+# %% ../nbs/13_atari.ipynb #c133
+def make_atari_eval_set(n: int = 150,           # frame stacks to collect
+                        seed: int = 0,          # seed of the games and of the tracker
+                        frames: int = 4,        # stacked frames per observation
+                        frame_skip: int = 4,    # emulator frames per agent step
+                        envs: int = 8,          # games played in parallel
+                        every: int = 10,        # steps between two stacks taken from one game
+                        noise: float = 0.3,     # the tracker's probability of a random action
+                        max_steps: int = 10_000  # give up after this many steps
+                       ) -> dict:
+    "Collect `n` clear ALE Pong stacks (see `clear_stacks`): dict of obs, labels (n, F, H, W)."
+    if n < 1: raise ValueError(f'n must be >= 1, got {n}')
+    env = AtariPongVectorEnv(envs, stack=frames, frame_skip=frame_skip)
+    obs, info = env.reset(seed=seed)
+    rng, last, kept = np.random.default_rng(seed), np.full(envs, -every), []
+    for t in range(max_steps):
+        obs, *_, info = env.step(atari_tracker(info['labels'], rng, noise))
+        for g in np.flatnonzero(clear_stacks(info['label_stack']) & (t - last >= every)):
+            kept.append((obs[g].copy(), info['label_stack'][g].copy()))
+            last[g] = t
+            if len(kept) == n: return dict(zip(('obs', 'labels'), map(np.stack, zip(*kept))))
+    raise RuntimeError(f'only {len(kept)} of {n} frame stacks found in {max_steps} steps')
+
+# %% ../nbs/13_atari.ipynb #c136
+def show_eval_stacks(obs: np.ndarray,     # frame stacks (N, F, H, W)
+                     labels: np.ndarray,  # their label images
+                     count: int = 6,      # stacks to show, evenly spread over the set
+                    ):
+    "A figure: the newest frame of `count` stacks with their labels over them (`overlay`)."
+    import matplotlib.pyplot as plt   # lazy: only this figure needs matplotlib (1 s to import)
+    picks = np.linspace(0, len(obs) - 1, count).round().astype(int)
+    fig, ax = plt.subplots(1, count, figsize=(2.6 * count, 2.9))
+    for a, i in zip(np.atleast_1d(ax), picks):
+        a.imshow(overlay(obs[i, -1], labels[i, -1]))
+        a.set(xticks=[], yticks=[], title=f'stack {i}')
     fig.tight_layout()
     return fig

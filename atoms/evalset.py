@@ -4,17 +4,18 @@
 
 # %% ../nbs/03_evalset.ipynb #c002
 from __future__ import annotations
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Literal
 import numpy as np
 from .core import (ArtifactError, artifacts_dir, begin_command, command_line, end_command,
                         load_artifact, read_manifest, save_arrays)
 from .games import GameConfig, PongVectorEnv
+from .atari import ATARI_LABELS, ATARI_PONG, AtariConfig, make_atari_eval_set
 
 # %% auto #0
-__all__ = ['tracker_actions', 'full_areas', 'whole_objects', 'make_eval_set', 'EvalSetConfig', 'eval_dir', 'save_eval_set',
-           'eval_set_game', 'load_eval_set']
+__all__ = ['OUR_FRAME_SKIP', 'tracker_actions', 'full_areas', 'whole_objects', 'make_eval_set', 'EvalSetConfig',
+           'with_frame_skip', 'eval_dir', 'collect_eval_set', 'save_eval_set', 'eval_set_game', 'load_eval_set']
 
 # %% ../nbs/03_evalset.ipynb #c005
 def tracker_actions(env: PongVectorEnv, rng: np.random.Generator, noise: float = 0.3) -> np.ndarray:
@@ -77,33 +78,53 @@ def make_eval_set(game: str,                # the variant
 @dataclass
 class EvalSetConfig:
     "Make the fixed evaluation set of a game (committed under artifacts/eval/{game}/)."
-    game: Literal['pong', 'pong-2balls', 'pong-2balls-target'] = 'pong'  # game variant
+    game: Literal['pong', 'pong-2balls', 'pong-2balls-target', 'atari-pong'] = 'pong'  # game
     n: int = 150  # frame stacks in the set
     seed: int = 0  # seed of the games and of the collecting policy
     frames: int = 4  # stacked frames (must match the agents')
-    frame_skip: int = 2  # physics ticks per step (must match the agents')
+    # physics ticks (ours; default 2) or emulator frames (atari-pong; default 4) per agent step
+    frame_skip: int | None = None
     noise: float = 0.3  # probability of a random action of the collecting tracker
     out: str | None = None  # output folder (default artifacts/eval/{game})
 
-# %% ../nbs/03_evalset.ipynb #c017
+# %% ../nbs/03_evalset.ipynb #c018
+OUR_FRAME_SKIP = 2   # physics ticks per agent step in our games' runs
+
+def with_frame_skip(cfg: EvalSetConfig) -> EvalSetConfig:
+    "`cfg` with its frame skip filled in (the game's default when it is None)."
+    if cfg.frame_skip is not None: return cfg
+    atari = cfg.game == ATARI_PONG
+    return replace(cfg, frame_skip=AtariConfig.frame_skip if atari else OUR_FRAME_SKIP)
+
+# %% ../nbs/03_evalset.ipynb #c020
 def eval_dir(game: str) -> Path:
     "Folder of the committed evaluation set of `game`."
     return artifacts_dir()/'eval'/game
 
-# %% ../nbs/03_evalset.ipynb #c020
+# %% ../nbs/03_evalset.ipynb #c023
+def collect_eval_set(cfg: EvalSetConfig) -> tuple[dict, dict]:
+    "The evaluation set of `cfg` (frame skip filled in) and its objects (name → label id)."
+    if cfg.game == ATARI_PONG:
+        es = make_atari_eval_set(cfg.n, cfg.seed, cfg.frames, cfg.frame_skip, noise=cfg.noise)
+        return es, dict(ATARI_LABELS)
+    es = make_eval_set(cfg.game, cfg.n, cfg.seed, cfg.frames, cfg.frame_skip, noise=cfg.noise)
+    return es, GameConfig(game=cfg.game).labels
+
+# %% ../nbs/03_evalset.ipynb #c026
 def save_eval_set(cfg: EvalSetConfig) -> Path:
     "Make and save the evaluation set of `cfg`, with a manifest; returns its folder."
+    cfg = with_frame_skip(cfg)
     out = Path(cfg.out) if cfg.out else eval_dir(cfg.game)
     if out.exists() and not out.is_dir(): raise ValueError(f'{out}: --out is a file, not a folder')
-    es = make_eval_set(cfg.game, cfg.n, cfg.seed, cfg.frames, cfg.frame_skip, noise=cfg.noise)
+    es, objects = collect_eval_set(cfg)
     settings = {k: v for k, v in asdict(cfg).items() if k != 'out'}
     begin_command(out, 'evalset', settings, ['eval.npz'], create=True)
     save_arrays(out/'eval.npz', **es)
     end_command(out, 'evalset', command_line('atoms evalset', cfg), config=asdict(cfg),
-                seed=cfg.seed, objects=GameConfig(game=cfg.game).labels)
+                seed=cfg.seed, objects=objects)
     return out
 
-# %% ../nbs/03_evalset.ipynb #c023
+# %% ../nbs/03_evalset.ipynb #c029
 def eval_set_game(folder: Path, manifest: dict, game: str | None) -> str:
     "The game an evaluation set's manifest says it is of; `ArtifactError` if not `game` (if given)."
     made_for = (manifest.get('config') or {}).get('game')
@@ -113,7 +134,7 @@ def eval_set_game(folder: Path, manifest: dict, game: str | None) -> str:
         raise ArtifactError(f'{folder/"eval.npz"}: an evaluation set of {made_for!r}, not {game!r}')
     return made_for
 
-# %% ../nbs/03_evalset.ipynb #c025
+# %% ../nbs/03_evalset.ipynb #c031
 def load_eval_set(game: str | None = None, folder=None) -> dict:
     "A verified evaluation set: dict of obs, labels (X, frames, H, W), objects (name → label id)."
     folder = Path(folder) if folder else eval_dir(game)

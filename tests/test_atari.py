@@ -13,8 +13,11 @@ import pytest
 from ale_py.vector_env import AtariVectorEnv
 from gymnasium.vector import AutoresetMode
 
-from atoms.atari import (ATARI_LABELS, BOX_OBJECTS, PONG_COLOURS, PRECEDENCE, AtariConfig,
-                         AtariPongVectorEnv, box_centres, ram_boxes)
+from atoms.atari import (ATARI_LABELS, ATARI_PONG, BOX_OBJECTS, PONG_COLOURS, PRECEDENCE,
+                         AtariConfig, AtariPongVectorEnv, box_centres, clear_stacks,
+                         make_atari_eval_set, ram_boxes)
+from atoms.core import ArtifactError
+from atoms.evalset import EvalSetConfig, eval_dir, load_eval_set, save_eval_set
 
 GAMES, STEPS, SEED = 4, 520, 11
 CFG = AtariConfig()
@@ -194,3 +197,76 @@ def test_masks_off_same_observations():
     for t in range(50):
         actions = np.full(2, t % 6)
         assert np.array_equal(with_masks.step(actions)[0], without.step(actions)[0])
+
+
+# The Atari evaluation set: its rule against a slow reference, determinism, saving and loading.
+
+def apart(a: np.ndarray, b: np.ndarray) -> bool:
+    "Reference: every pixel of mask `a` at Chebyshev distance >= 2 from every pixel of mask `b`."
+    pa, pb = np.argwhere(a), np.argwhere(b)
+    return bool(np.abs(pa[:, None] - pb[None]).max(-1).min() >= 2)
+
+
+def follows_rule(labels: np.ndarray) -> bool:
+    "Reference rule on one label stack (F, H, W): every object in every frame, no two touching."
+    ids = [ATARI_LABELS[name] for name in BOX_OBJECTS]
+    for frame in labels:
+        masks = [frame == i for i in ids]
+        if not all(m.any() for m in masks): return False
+        if not all(apart(masks[a], masks[b]) for a, b in ((0, 1), (0, 2), (1, 2))): return False
+    return True
+
+
+@pytest.fixture(scope='module')
+def small_set():
+    return make_atari_eval_set(n=6, seed=5, envs=2)
+
+
+def test_eval_set_rule(small_set):
+    labels = small_set['labels']
+    assert small_set['obs'].shape == labels.shape == (6, 4, 84, 84)
+    assert small_set['obs'].dtype == labels.dtype == np.uint8
+    assert all(follows_rule(stack) for stack in labels)
+    assert clear_stacks(labels).all()
+
+
+def test_clear_stacks_matches_reference(small_set):
+    stacks = small_set['labels'].copy()
+    paddle = np.argwhere(stacks[0, 2] == ATARI_LABELS['agent_paddle'])[0]
+    stacks[0, 2, paddle[0] - 1, paddle[1] - 1] = ATARI_LABELS['ball']     # ball touches paddle
+    stacks[1, 0][stacks[1, 0] == ATARI_LABELS['opponent_paddle']] = 0     # opponent gone
+    assert list(clear_stacks(stacks)) == [follows_rule(s) for s in stacks]
+    assert list(clear_stacks(stacks)[:2]) == [False, False]
+
+
+def test_eval_set_deterministic(small_set):
+    again = make_atari_eval_set(n=6, seed=5, envs=2)
+    for key in ('obs', 'labels'): np.testing.assert_array_equal(again[key], small_set[key])
+    other = make_atari_eval_set(n=6, seed=6, envs=2)
+    assert not np.array_equal(other['obs'], small_set['obs'])
+
+
+def test_eval_set_round_trip(tmp_path):
+    out = save_eval_set(EvalSetConfig(game=ATARI_PONG, n=2, out=str(tmp_path/'es')))
+    es = load_eval_set(ATARI_PONG, out)
+    made = make_atari_eval_set(n=2)
+    np.testing.assert_array_equal(es['obs'], made['obs'])
+    np.testing.assert_array_equal(es['labels'], made['labels'])
+    assert es['objects'] == ATARI_LABELS
+    assert es['config']['frame_skip'] == AtariConfig().frame_skip
+
+
+def test_eval_set_of_another_game(tmp_path):
+    out = save_eval_set(EvalSetConfig(game=ATARI_PONG, n=2, out=str(tmp_path/'es')))
+    with pytest.raises(ArtifactError, match="an evaluation set of 'atari-pong', not 'pong'"):
+        load_eval_set('pong', out)
+    with pytest.raises(ArtifactError, match="an evaluation set of 'pong', not 'atari-pong'"):
+        load_eval_set(ATARI_PONG, eval_dir('pong'))
+    with pytest.raises(ValueError, match='n must be >= 1, got 0'):
+        save_eval_set(EvalSetConfig(game=ATARI_PONG, n=0, out=str(tmp_path/'none')))
+
+
+def test_committed_eval_set():
+    es = load_eval_set(ATARI_PONG)
+    assert es['obs'].shape == (150, 4, 84, 84)
+    assert clear_stacks(es['labels']).all()
