@@ -20,7 +20,7 @@ from atoms.core import (ArtifactError, MANIFEST_CHECKSUM, load_artifact, load_ar
                         read_manifest, save_table, verify_artifact, write_manifest)
 from atoms.analysis import AnalyseConfig, analyse
 from atoms.dbdt import DBDTConfig, dbdt
-from atoms.evalset import EvalSetConfig, load_eval_set, save_eval_set
+from atoms.evalset import EvalSetConfig, load_eval_set, save_eval_set, with_frame_skip
 from atoms.training import TrainConfig, train
 from helpers import flip_byte, folder_hashes
 
@@ -395,7 +395,8 @@ def test_evalset_command_is_recorded_re_runnable_and_lists_only_its_file(tmp_pat
     cfg = EvalSetConfig(game='pong', n=6, out='my sets/pong')
     out = save_eval_set(cfg)
     m = read_manifest(out)
-    assert tyro.cli(EvalSetConfig, args=shlex.split(m['command'])[2:]) == cfg and sorted(m['files']) == ['eval.npz']
+    recorded = tyro.cli(EvalSetConfig, args=shlex.split(m['command'])[2:])
+    assert recorded == with_frame_skip(cfg) and sorted(m['files']) == ['eval.npz']   # resolved config
     before = load_eval_set('pong', out)['obs']
     main(shlex.split(m['command'])[1:])                                  # re-run exactly as printed
     assert np.array_equal(load_eval_set('pong', out)['obs'], before)
