@@ -411,10 +411,10 @@ def _check_rise_args(frac, baseline, n_edge, hold):
         raise ValueError(f'n_edge and hold must be >= 1, got {n_edge}, {hold}')
 
 # %% ../nbs/09_phases.ipynb #c086
-def first_held(up: np.ndarray, hold: int | None) -> int:
-    "First index from which `up` stays true for `hold` entries (None: to the end)."
+def first_held(up: np.ndarray, hold: int | None) -> int | None:
+    "First index from which `up` stays true for `hold` entries (None: to the end); None if none."
     n = len(up)
-    return next(i for i in range(n) if up[i:(n if hold is None else i + hold)].all())
+    return next((i for i in range(n) if up[i:(n if hold is None else i + hold)].all()), None)
 
 # %% ../nbs/09_phases.ipynb #c088
 def crossing_step(v: np.ndarray,      # column values per checkpoint
@@ -450,7 +450,8 @@ def rise_step(traj: pd.DataFrame,          # a trajectory
     if rise <= min_rise*noise_scale(v, floor=0)[0]*np.sqrt(2/n_edge) or v1 <= v0:
         return float('nan')
     level = v0 + frac*(v1 - v0)
-    return crossing_step(v, st, level, first_held(v >= level, hold))  # exists: last edge ≥ level
+    first = first_held(v >= level, hold)   # None: the level is reached but never held
+    return float('nan') if first is None else crossing_step(v, st, level, first)
 
 # %% ../nbs/09_phases.ipynb #c091
 def paddle_rise(traj, column: str = 'agent_paddle', frac: float = 0.5, **kw) -> float:
