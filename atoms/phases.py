@@ -25,20 +25,20 @@ __all__ = ['SCORE', 'SYNTHETIC_LEVELS', 'MODELS', 'PHASES', 'CONSISTENT', 'PADDL
            'power_schedule', 'log_logistic', 'stepped_levels', 'synthetic_trajectory', 'load_trajectory', 'noise_scale',
            'standardise', 'CostTrend', 'best_split_gain', 'null_penalty', 'bic_penalty', 'Phases', 'check_steps',
            'check_trajectory', 'standardised_objects', 'detect_phases', 'phase_costs', 'first_held', 'crossing_step',
-           'rise_step', 'paddle_rise', 'score_rise', 'RiseLags', 'rise_lag', 'percentile_ci', 'bootstrap_mean',
-           'summarise_rises', 'rise_lags', 'BoundaryConsistency', 'boundary_distance', 'log_boundaries',
-           'pair_agreement', 'boundary_consistency', 'log_step_axis', 'rule_chart', 'attention_chart', 'score_chart',
-           'plot_trajectory', 'Criterion', 'verdict', 'claim_heading', 'criterion_markdown', 'phases_test',
-           'cross_game_f1', 'random_boundaries', 'consistency_test', 'other_rises', 'paddle_lags', 't_interval',
-           'paddle_late_test', 'tv_distances', 'between_minus_within', 'distinct_attention_test', 'crosseval_profiles',
-           'smallest_p', 'pooled_contrast', 'relabelled_p', 'runs_on_every_game', 'contrast_table', 'undecided_reason',
-           'crosseval_distinct_test', 'run_name_parts', 'run_net', 'find_runs', 'per_game', 'claim_row', 'final_skill',
-           'phases_claim', 'consistency_claim', 'paddle_measured', 'paddle_claim', 'final_profiles',
-           'distinct_measured', 'distinct_attention_claim', 'RunSet', 'main_net', 'load_crosseval', 'load_runs',
-           'comparable_profiles', 'attention_claims', 'profile_long', 'profile_chart', 'on_steps', 'seed_bands',
-           'boundary_rules', 'band_layers', 'plot_seed_bands', 'range_bands', 'headline_chart', 'segment_leader',
-           'phase_leaders', 'phase_position', 'commonest', 'leader_agreement', 'leader_sentence', 'subset_shares',
-           'subset_chart', 'top_subsets_by_alpha']
+           'checkpoint_noise', 'rise_step', 'paddle_rise', 'score_rise', 'RiseLags', 'rise_lag', 'percentile_ci',
+           'bootstrap_mean', 'summarise_rises', 'rise_lags', 'BoundaryConsistency', 'boundary_distance',
+           'log_boundaries', 'pair_agreement', 'boundary_consistency', 'log_step_axis', 'rule_chart', 'attention_chart',
+           'score_chart', 'plot_trajectory', 'Criterion', 'verdict', 'claim_heading', 'criterion_markdown',
+           'phases_test', 'cross_game_f1', 'random_boundaries', 'consistency_test', 'other_rises', 'paddle_lags',
+           't_interval', 'paddle_late_test', 'tv_distances', 'between_minus_within', 'distinct_attention_test',
+           'crosseval_profiles', 'smallest_p', 'pooled_contrast', 'relabelled_p', 'runs_on_every_game',
+           'contrast_table', 'undecided_reason', 'crosseval_distinct_test', 'run_name_parts', 'run_net', 'find_runs',
+           'per_game', 'claim_row', 'final_skill', 'phases_claim', 'consistency_claim', 'paddle_measured',
+           'paddle_claim', 'final_profiles', 'distinct_measured', 'distinct_attention_claim', 'RunSet', 'main_net',
+           'load_crosseval', 'load_runs', 'comparable_profiles', 'attention_claims', 'profile_long', 'profile_chart',
+           'on_steps', 'seed_bands', 'boundary_rules', 'band_layers', 'plot_seed_bands', 'range_bands',
+           'headline_chart', 'segment_leader', 'phase_leaders', 'phase_position', 'commonest', 'leader_agreement',
+           'leader_sentence', 'subset_shares', 'subset_chart', 'top_subsets_by_alpha']
 
 # %% ../nbs/09_phases.ipynb #c005
 SCORE = 'score'   # name of the score column in a trajectory
@@ -431,7 +431,13 @@ def crossing_step(v: np.ndarray,      # column values per checkpoint
         return float(10**(lo + w*(hi - lo)))
     return float(steps[i - 1] + w*(steps[i] - steps[i - 1]))
 
-# %% ../nbs/09_phases.ipynb #c090
+# %% ../nbs/09_phases.ipynb #c091
+def checkpoint_noise(v: np.ndarray) -> float:
+    "Noise of one column between checkpoints: robust s.d. of its steps / √2, else the plain one."
+    robust = 1.4826*np.median(np.abs(np.diff(v) - np.median(np.diff(v))))/np.sqrt(2)
+    return float(robust) if robust > 0 else float(np.std(np.diff(v), ddof=1)/np.sqrt(2))
+
+# %% ../nbs/09_phases.ipynb #c093
 def rise_step(traj: pd.DataFrame,          # a trajectory
               column: str,                 # the column whose rise to locate
               frac: float = 0.5,           # fraction of the way from the initial to the final level
@@ -447,30 +453,30 @@ def rise_step(traj: pd.DataFrame,          # a trajectory
     v0 = v[:n_edge].mean() if baseline == 'initial' else 0.0
     v1 = v[-n_edge:].mean()
     rise = v[-n_edge:].mean() - v[:n_edge].mean()
-    if rise <= min_rise*noise_scale(v, floor=0)[0]*np.sqrt(2/n_edge) or v1 <= v0:
+    if rise <= min_rise*checkpoint_noise(v)*np.sqrt(2/n_edge) or v1 <= v0:
         return float('nan')
     level = v0 + frac*(v1 - v0)
     first = first_held(v >= level, hold)   # None: the level is reached but never held
     return float('nan') if first is None else crossing_step(v, st, level, first)
 
-# %% ../nbs/09_phases.ipynb #c091
+# %% ../nbs/09_phases.ipynb #c094
 def paddle_rise(traj, column: str = 'agent_paddle', frac: float = 0.5, **kw) -> float:
     "Env step of the rise of attention to the agent's paddle (see `rise_step`)."
     return rise_step(traj, column, frac, **kw)
 
-# %% ../nbs/09_phases.ipynb #c092
+# %% ../nbs/09_phases.ipynb #c095
 def score_rise(traj, frac: float = 0.5, **kw) -> float:
     "Env step of the score's marked rise (see `rise_step`)."
     return rise_step(traj, SCORE, frac, **kw)
 
-# %% ../nbs/09_phases.ipynb #c096
+# %% ../nbs/09_phases.ipynb #c099
 @dataclass
 class RiseLags:
     "Paddle and score rises per run, and their summary over runs."
     runs: pd.DataFrame       # one row per run: paddle_step, score_step, lag_steps, lag_decades
     summary: pd.DataFrame    # one row per quantity: n, estimate, ci_low, ci_high
 
-# %% ../nbs/09_phases.ipynb #c097
+# %% ../nbs/09_phases.ipynb #c100
 def rise_lag(traj,                       # a trajectory
              column: str = 'agent_paddle',  # the paddle's column
              frac: float = 0.5,          # fraction of the rise, for the paddle
@@ -482,7 +488,7 @@ def rise_lag(traj,                       # a trajectory
     decades = np.log10(p/s) if p > 0 and s > 0 else float('nan')
     return dict(paddle_step=p, score_step=s, lag_steps=p - s, lag_decades=decades)
 
-# %% ../nbs/09_phases.ipynb #c099
+# %% ../nbs/09_phases.ipynb #c102
 def percentile_ci(x: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,
                   seed: int = 0) -> tuple[float, float]:
     "Percentile bootstrap CI of the mean of `x` (NaN for fewer than 2 values)."
@@ -494,7 +500,7 @@ def percentile_ci(x: np.ndarray, confidence: float = 0.95, n_resamples: int = 20
         return x[0], x[0]   # all runs agree exactly
     return np.nan, np.nan
 
-# %% ../nbs/09_phases.ipynb #c101
+# %% ../nbs/09_phases.ipynb #c104
 def bootstrap_mean(x,                    # values, one per run (non-finite ones are dropped)
                    log: bool = False,    # average log10 values (a geometric mean)
                    confidence: float = 0.95,
@@ -511,7 +517,7 @@ def bootstrap_mean(x,                    # values, one per run (non-finite ones 
     lo, hi = percentile_ci(x, confidence, n_resamples, seed)
     return dict(n=len(x), estimate=back(x.mean()), ci_low=back(lo), ci_high=back(hi))
 
-# %% ../nbs/09_phases.ipynb #c103
+# %% ../nbs/09_phases.ipynb #c106
 def summarise_rises(runs: pd.DataFrame, confidence=0.95, n_resamples=2000, seed=0) -> pd.DataFrame:
     "Mean over runs of each rise quantity (steps geometric), with bootstrap CIs: a row each."
     b = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
@@ -520,7 +526,7 @@ def summarise_rises(runs: pd.DataFrame, confidence=0.95, n_resamples=2000, seed=
     summary['n'] = summary['n'].astype(int)
     return summary
 
-# %% ../nbs/09_phases.ipynb #c105
+# %% ../nbs/09_phases.ipynb #c108
 def rise_lags(trajs: list,                # one trajectory per run
               names: list | None = None,  # a name per run
               confidence: float = 0.95,   # of the bootstrap intervals
@@ -536,7 +542,7 @@ def rise_lags(trajs: list,                # one trajectory per run
     runs = pd.DataFrame([rise_lag(t, **kw) for t in trajs], index=pd.Index(names, name='run'))
     return RiseLags(runs, summarise_rises(runs, confidence, n_resamples, seed))
 
-# %% ../nbs/09_phases.ipynb #c109
+# %% ../nbs/09_phases.ipynb #c112
 @dataclass
 class BoundaryConsistency:
     "Agreement of phase boundaries between runs."
@@ -544,7 +550,7 @@ class BoundaryConsistency:
     mean_distance: float    # mean of D over pairs with a defined D
     mean_f1: float          # mean of F over pairs
 
-# %% ../nbs/09_phases.ipynb #c110
+# %% ../nbs/09_phases.ipynb #c113
 def _n_matched(a, b, tol):
     "Largest one-to-one matching of sorted points `a`, `b` within `tol` (greedy, optimal in 1-D)."
     i = j = m = 0
@@ -557,7 +563,7 @@ def _n_matched(a, b, tol):
             j += 1
     return m
 
-# %% ../nbs/09_phases.ipynb #c112
+# %% ../nbs/09_phases.ipynb #c115
 def boundary_distance(a: np.ndarray, b: np.ndarray) -> float:
     "Symmetric mean nearest-boundary distance D of two sets of log-steps (NaN if one is empty)."
     if len(a) and len(b):
@@ -565,7 +571,7 @@ def boundary_distance(a: np.ndarray, b: np.ndarray) -> float:
         return 0.5*(dd.min(1).mean() + dd.min(0).mean())
     return 0.0 if len(a) == len(b) else float('nan')
 
-# %% ../nbs/09_phases.ipynb #c114
+# %% ../nbs/09_phases.ipynb #c117
 def log_boundaries(boundaries: list, names: list) -> list[np.ndarray]:
     "Each run's boundaries (a list of steps, or a `Phases`) as sorted log10 steps, checked."
     logs = []
@@ -576,14 +582,14 @@ def log_boundaries(boundaries: list, names: list) -> list[np.ndarray]:
         logs.append(np.sort(np.log10(b)))
     return logs
 
-# %% ../nbs/09_phases.ipynb #c116
+# %% ../nbs/09_phases.ipynb #c119
 def pair_agreement(a: np.ndarray, b: np.ndarray, tol: float) -> dict:
     "Sizes, distance D, matched pairs and matching score F of two runs' log-step boundaries."
     m = _n_matched(a, b, tol)
     f1 = 1.0 if len(a) + len(b) == 0 else 2*m/(len(a) + len(b))
     return dict(n_a=len(a), n_b=len(b), distance=boundary_distance(a, b), matched=m, f1=f1)
 
-# %% ../nbs/09_phases.ipynb #c118
+# %% ../nbs/09_phases.ipynb #c121
 def boundary_consistency(boundaries: list,            # per run: boundary steps, or a `Phases`
                          names: list | None = None,   # a name per run
                          tol: float = 0.25,           # matching tolerance, decades
@@ -602,18 +608,18 @@ def boundary_consistency(boundaries: list,            # per run: boundary steps,
     pairs = pd.DataFrame(rows)
     return BoundaryConsistency(pairs, float(pairs.distance.mean()), float(pairs.f1.mean()))
 
-# %% ../nbs/09_phases.ipynb #c121
+# %% ../nbs/09_phases.ipynb #c124
 def log_step_axis() -> alt.X:
     "The shared x encoding: env steps on a log scale."
     return alt.X('step:Q', scale=alt.Scale(type='log'), axis=alt.Axis(format='~s'),
                  title='env steps')
 
-# %% ../nbs/09_phases.ipynb #c122
+# %% ../nbs/09_phases.ipynb #c125
 def rule_chart(steps: list, x: alt.X, **mark) -> alt.Chart:
     "Vertical rules at env `steps`, on the x encoding `x` (marks styled by `mark`)."
     return alt.Chart(pd.DataFrame({'step': steps})).mark_rule(**mark).encode(x=x)
 
-# %% ../nbs/09_phases.ipynb #c123
+# %% ../nbs/09_phases.ipynb #c126
 def attention_chart(df: pd.DataFrame, objs: list, x: alt.X) -> alt.Chart:
     "Object attentions over env steps: one line with points per object."
     long = df[objs].reset_index().melt(id_vars='step', var_name='object', value_name='attention')
@@ -622,14 +628,14 @@ def attention_chart(df: pd.DataFrame, objs: list, x: alt.X) -> alt.Chart:
         x=x, y=alt.Y('attention:Q'), tooltip=tooltip,
         color=alt.Color('object:N', scale=alt.Scale(**colour_scale(objs)), title='object'))
 
-# %% ../nbs/09_phases.ipynb #c124
+# %% ../nbs/09_phases.ipynb #c127
 def score_chart(df: pd.DataFrame, x: alt.X) -> alt.Chart:
     "The score (the greedy policy's points-won rate, its skill) over env steps."
     y = alt.Y(f'{SCORE}:Q', title='points-won rate', scale=alt.Scale(domain=[0, 1]))
     point = alt.OverlayMarkDef(size=12, color='gray')
     return alt.Chart(df.reset_index()).mark_line(color='gray', point=point).encode(x=x, y=y)
 
-# %% ../nbs/09_phases.ipynb #c126
+# %% ../nbs/09_phases.ipynb #c129
 def plot_trajectory(traj: pd.DataFrame,            # a trajectory
                     phases: Phases | None = None,  # its phases: dashed rules at the boundaries
                     objects: list | None = None,   # columns drawn (default: all but `score`)
@@ -654,7 +660,7 @@ def plot_trajectory(traj: pd.DataFrame,            # a trajectory
     bottom = alt.layer(*bottom).properties(width=width, height=110)
     return alt.vconcat(top, bottom).resolve_scale(x='shared')
 
-# %% ../nbs/09_phases.ipynb #c130
+# %% ../nbs/09_phases.ipynb #c133
 @dataclass(frozen=True)
 class Criterion:
     "A claim's decision rule: the named test, its threshold, and what was revised and why."
@@ -667,21 +673,21 @@ class Criterion:
     min_seeds: int = 1   # seeds per game the test needs for a verdict
     revised: str = ''    # how the rule changed after the single-seed results were seen, and why
 
-# %% ../nbs/09_phases.ipynb #c132
+# %% ../nbs/09_phases.ipynb #c135
 def verdict(passed: bool, n_seeds: int, min_seeds: int = 1) -> str:
     "'agree' or 'disagree' as `passed` says; 'undecided: n seed(s)' with fewer than `min_seeds`."
     if n_seeds < min_seeds:
         return f"undecided: {n_seeds} seed{'' if n_seeds == 1 else 's'}"
     return 'agree' if passed else 'disagree'
 
-# %% ../nbs/09_phases.ipynb #c134
+# %% ../nbs/09_phases.ipynb #c137
 def claim_heading(criterion: Criterion, decided: str) -> str:
     "The heading a verdict writes: the finding if it agrees, what we found instead if not."
     if decided == 'agree': return criterion.holds
     if decided == 'disagree': return criterion.fails
     return f'{criterion.claim[0].upper()}{criterion.claim[1:]}? Not decided yet ({decided[11:]})'
 
-# %% ../nbs/09_phases.ipynb #c136
+# %% ../nbs/09_phases.ipynb #c139
 def criterion_markdown(criterion: Criterion) -> str:
     "The text of a criterion's admonition: test, threshold, seeds needed, and any revision."
     revised = criterion.revised or 'no: stated before any result was seen.'
@@ -689,7 +695,7 @@ def criterion_markdown(criterion: Criterion) -> str:
             f'**Seeds needed for a verdict.** {criterion.min_seeds} per game.\n\n'
             f'**Revised after the single-seed results?** {revised}')
 
-# %% ../nbs/09_phases.ipynb #c139
+# %% ../nbs/09_phases.ipynb #c142
 PHASES = Criterion(
     claim='attention develops in phases',
     paper='attention develops in distinct phases during training, in every game variation',
@@ -702,7 +708,7 @@ PHASES = Criterion(
              'test; the binomial test makes the same demand at one seed and asks for most seeds '
              'when there are more.'))
 
-# %% ../nbs/09_phases.ipynb #c141
+# %% ../nbs/09_phases.ipynb #c144
 def phases_test(n_boundaries,               # boundaries found per seed of one game
                 false_alarm: float = 0.01,  # chance that noise alone shows a change point
                 alpha: float = 0.05,        # significance level
@@ -716,7 +722,7 @@ def phases_test(n_boundaries,               # boundaries found per seed of one g
     return dict(n_seeds=n, with_phases=k, p=float(p), passed=passed,
                 verdict=verdict(passed, n, PHASES.min_seeds))
 
-# %% ../nbs/09_phases.ipynb #c144
+# %% ../nbs/09_phases.ipynb #c147
 CONSISTENT = Criterion(
     claim='the phases are consistent across games',
     paper='the phases are consistent across the game variations',
@@ -729,14 +735,14 @@ CONSISTENT = Criterion(
     revised=('yes: the single-seed rule was "mean F ≥ 0.5", a level with no reference to chance; '
              'the test compares F with what randomly placed boundaries give.'))
 
-# %% ../nbs/09_phases.ipynb #c146
+# %% ../nbs/09_phases.ipynb #c149
 def cross_game_f1(logs: list, games: list, tol: float) -> float:
     "Mean matching score F over the pairs of runs (log10 boundaries `logs`) from different games."
     scores = [pair_agreement(logs[i], logs[j], tol)['f1'] for i in range(len(logs))
               for j in range(i + 1, len(logs)) if games[i] != games[j]]
     return float(np.mean(scores)) if scores else float('nan')
 
-# %% ../nbs/09_phases.ipynb #c148
+# %% ../nbs/09_phases.ipynb #c151
 def random_boundaries(rng: np.random.Generator, counts: list, steps: list,
                       min_size: int = 3) -> list:
     "Per run, `counts[i]` distinct log10 boundaries drawn at random among the run's `steps[i]`."
@@ -748,7 +754,7 @@ def random_boundaries(rng: np.random.Generator, counts: list, steps: list,
         draws.append(np.sort(np.log10(picked)))
     return draws
 
-# %% ../nbs/09_phases.ipynb #c150
+# %% ../nbs/09_phases.ipynb #c153
 def consistency_test(boundaries: list,     # per run: boundary steps, or a `Phases`
                      games: list,          # the game of each run
                      steps: list,          # per run: the env steps of its checkpoints
@@ -767,7 +773,7 @@ def consistency_test(boundaries: list,     # per run: boundary steps, or a `Phas
     return dict(n_seeds=n_seeds, f1=observed, null_f1=float(null.mean()), p=float(p),
                 passed=bool(p < alpha), verdict=verdict(p < alpha, n_seeds, CONSISTENT.min_seeds))
 
-# %% ../nbs/09_phases.ipynb #c154
+# %% ../nbs/09_phases.ipynb #c157
 PADDLE_LATE = Criterion(
     claim="attention to the agent's paddle comes late, with the marked rise of the score",
     paper=("attention to the agent's own paddle emerges late in training and coincides with a "
@@ -785,7 +791,7 @@ PADDLE_LATE = Criterion(
              'seeds replaces the point, and "late" is now also measured against the other '
              "objects' rises, not only against the score."))
 
-# %% ../nbs/09_phases.ipynb #c156
+# %% ../nbs/09_phases.ipynb #c159
 def other_rises(traj: pd.DataFrame, column: str = 'agent_paddle', **kw) -> float:
     "Median env step (in log-step) of the rises of the objects other than `column` that rise."
     others = [c for c in check_trajectory(traj) if c not in (column, 'background')]
@@ -794,7 +800,7 @@ def other_rises(traj: pd.DataFrame, column: str = 'agent_paddle', **kw) -> float
     with np.errstate(divide='ignore'):   # a rise at step 0 is the earliest there is: log10 → -inf
         return float(10**np.median(np.log10(steps))) if len(steps) else float('nan')
 
-# %% ../nbs/09_phases.ipynb #c159
+# %% ../nbs/09_phases.ipynb #c162
 def paddle_lags(traj: pd.DataFrame, column: str = 'agent_paddle', frac: float = 0.5,
                 **kw) -> dict:
     "The paddle's rise against the score's rise and the other objects' rises, in decades."
@@ -804,7 +810,7 @@ def paddle_lags(traj: pd.DataFrame, column: str = 'agent_paddle', frac: float = 
     return dict(paddle_step=paddle, score_step=lag['score_step'], others_step=others,
                 lag_score=lag['lag_decades'], lag_others=float(lag_others))
 
-# %% ../nbs/09_phases.ipynb #c161
+# %% ../nbs/09_phases.ipynb #c164
 def t_interval(x, confidence: float = 0.95) -> tuple[float, float]:
     "Student-t confidence interval of the mean of the finite values of `x` (NaN below 2 values)."
     x = np.asarray(x, float)
@@ -814,7 +820,7 @@ def t_interval(x, confidence: float = 0.95) -> tuple[float, float]:
     half = student_t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
     return float(x.mean() - half), float(x.mean() + half)
 
-# %% ../nbs/09_phases.ipynb #c163
+# %% ../nbs/09_phases.ipynb #c166
 def paddle_late_test(lags: pd.DataFrame,        # one row per seed of one game (`paddle_lags`)
                      margin: float = 0.3,       # decades: "with the score"
                      confidence: float = 0.95) -> dict:
@@ -828,7 +834,7 @@ def paddle_late_test(lags: pd.DataFrame,        # one row per seed of one game (
                 lag_others_lo=lo_others, lag_others_hi=hi_others, passed=passed,
                 verdict=verdict(passed, n, PADDLE_LATE.min_seeds))
 
-# %% ../nbs/09_phases.ipynb #c167
+# %% ../nbs/09_phases.ipynb #c170
 DISTINCT_ATTENTION = Criterion(
     claim='agents trained on different games attend differently',
     paper='agents trained on different game variations develop distinct attention patterns',
@@ -850,20 +856,20 @@ DISTINCT_ATTENTION = Criterion(
              'objects, and the permutation test supplies the reference. The lumped comparison '
              'is kept as a sensitivity row.'))
 
-# %% ../nbs/09_phases.ipynb #c169
+# %% ../nbs/09_phases.ipynb #c172
 def tv_distances(profiles: pd.DataFrame) -> np.ndarray:
     "Total-variation distance between every two rows of `profiles` (objects as columns, NaN = 0)."
     x = profiles.fillna(0).to_numpy(float)
     return 0.5 * np.abs(x[:, None] - x[None]).sum(-1)
 
-# %% ../nbs/09_phases.ipynb #c171
+# %% ../nbs/09_phases.ipynb #c174
 def between_minus_within(dist: np.ndarray, games: np.ndarray) -> float:
     "Mean distance between runs of different games minus the mean between runs of the same game."
     same = games[:, None] == games[None]
     between, within = dist[~same], dist[same & ~np.eye(len(games), dtype=bool)]
     return float(between.mean() - within.mean()) if len(between) and len(within) else np.nan
 
-# %% ../nbs/09_phases.ipynb #c173
+# %% ../nbs/09_phases.ipynb #c176
 def distinct_attention_test(profiles: pd.DataFrame,  # one row per run, one column per object
                             games,                   # the game each run was trained on
                             n_perm: int = 10_000, seed: int = 0, alpha: float = 0.05) -> dict:
@@ -880,7 +886,7 @@ def distinct_attention_test(profiles: pd.DataFrame,  # one row per run, one colu
     return dict(n_seeds=n_seeds, between=between, within=between - observed, p=p,
                 passed=p < alpha, verdict=verdict(p < alpha, n_seeds, DISTINCT_ATTENTION.min_seeds))
 
-# %% ../nbs/09_phases.ipynb #c177
+# %% ../nbs/09_phases.ipynb #c180
 def crosseval_profiles(crosseval: dict,                        # run -> its cross-evaluation table
                        metric: str = Metric.HIERARCHICAL_NORM, # which ATOM
                        method: str = Method.LRP_TWO_PASS,      # which relevance method
@@ -895,18 +901,18 @@ def crosseval_profiles(crosseval: dict,                        # run -> its cros
     return {game: d.pivot(index='run', columns='object', values=metric).rename_axis(columns=None)
             for game, d in long.groupby('eval_game')}
 
-# %% ../nbs/09_phases.ipynb #c182
+# %% ../nbs/09_phases.ipynb #c185
 def smallest_p(sizes) -> float:
     "Smallest p-value an exact permutation test over group labels reaches with these group sizes."
     labellings = factorial(sum(sizes)) / prod(factorial(s) for s in sizes)
     return prod(factorial(m) for m in Counter(sizes).values()) / labellings
 
-# %% ../nbs/09_phases.ipynb #c184
+# %% ../nbs/09_phases.ipynb #c187
 def pooled_contrast(distances: list, games: np.ndarray) -> float:
     "Mean over evaluation games (one distance matrix each) of `between_minus_within`."
     return float(np.mean([between_minus_within(d, games) for d in distances]))
 
-# %% ../nbs/09_phases.ipynb #c186
+# %% ../nbs/09_phases.ipynb #c189
 def relabelled_p(distances: list, games: np.ndarray, n_resamples: int, seed: int) -> float:
     "p-value of `pooled_contrast` under relabellings of runs to games (`permutation_test`)."
     groups = tuple(np.flatnonzero(games == g) for g in sorted(set(games)))
@@ -918,13 +924,13 @@ def relabelled_p(distances: list, games: np.ndarray, n_resamples: int, seed: int
                                   vectorized=False, n_resamples=n_resamples,
                                   alternative='greater', rng=seed).pvalue)
 
-# %% ../nbs/09_phases.ipynb #c188
+# %% ../nbs/09_phases.ipynb #c191
 def runs_on_every_game(profiles: dict) -> list:
     "The runs with a complete profile on every evaluation game."
     have = [set(p.dropna().index) for p in profiles.values()]
     return sorted(set.intersection(*have)) if have else []
 
-# %% ../nbs/09_phases.ipynb #c191
+# %% ../nbs/09_phases.ipynb #c194
 def contrast_table(profiles: dict, runs: list, games: np.ndarray) -> pd.DataFrame:
     "Per evaluation game: agents, mean TV between and within training games, and the contrast."
     rows = []
@@ -936,7 +942,7 @@ def contrast_table(profiles: dict, runs: list, games: np.ndarray) -> pd.DataFram
                          within=between - delta, contrast=delta))
     return pd.DataFrame(rows, columns=['eval_game', 'agents', 'between', 'within', 'contrast'])
 
-# %% ../nbs/09_phases.ipynb #c192
+# %% ../nbs/09_phases.ipynb #c195
 def undecided_reason(sizes: list, alpha: float) -> str | None:
     "Why the cross-evaluated test cannot decide with these seeds per training game (None: it can)."
     if not sizes: return 'undecided: no cross-evaluation'
@@ -945,7 +951,7 @@ def undecided_reason(sizes: list, alpha: float) -> str | None:
     if smallest_p(sizes) >= alpha: return verdict(False, min(sizes), min(sizes) + 1)
     return None
 
-# %% ../nbs/09_phases.ipynb #c194
+# %% ../nbs/09_phases.ipynb #c197
 def crosseval_distinct_test(profiles: dict,     # eval game -> profiles (`crosseval_profiles`)
                             games: dict,        # run -> the game it was trained on
                             n_resamples: int = 9999, seed: int = 0,
@@ -962,7 +968,7 @@ def crosseval_distinct_test(profiles: dict,     # eval game -> profiles (`crosse
                 contrast=np.nan if table is None else float(table.contrast.mean()),
                 passed=bool(p < alpha), verdict=undecided or verdict(p < alpha, min(sizes)))
 
-# %% ../nbs/09_phases.ipynb #c198
+# %% ../nbs/09_phases.ipynb #c201
 def run_name_parts(name: str) -> dict:
     "Game, algorithm, network (None when the name has none) and seed of a run folder's name."
     parts = name.split('__')
@@ -971,14 +977,14 @@ def run_name_parts(name: str) -> dict:
     return dict(game=parts[0], algo=parts[1], net=parts[2] if len(parts) == 4 else None,
                 seed=int(parts[-1]))
 
-# %% ../nbs/09_phases.ipynb #c200
+# %% ../nbs/09_phases.ipynb #c203
 def run_net(path: Path, named: str | None = None) -> str:
     "A run's network: `named` (from its folder name), else its `config.json`'s `net`, else '?'."
     if named: return named
     config = Path(path)/'config.json'
     return json.loads(config.read_text()).get('net', '?') if config.exists() else '?'
 
-# %% ../nbs/09_phases.ipynb #c202
+# %% ../nbs/09_phases.ipynb #c205
 def find_runs(folder, algo: str = 'a2c', net: str | None = None) -> pd.DataFrame:
     "Run folders `{game}__{algo}[__{net}]__{seed}` under `folder` with an ATOM table, one row each."
     rows = []
@@ -989,7 +995,7 @@ def find_runs(folder, algo: str = 'a2c', net: str | None = None) -> pd.DataFrame
     runs = pd.DataFrame(rows, columns=['run', 'game', 'algo', 'net', 'seed', 'path'])
     return runs if net is None else runs[runs.net == net].reset_index(drop=True)
 
-# %% ../nbs/09_phases.ipynb #c204
+# %% ../nbs/09_phases.ipynb #c207
 def per_game(counts: pd.Series,  # seeds (runs) per game, indexed by game
              note: str = '',     # what the runs counted are, e.g. 'cross-evaluated'
             ) -> str:
@@ -997,7 +1003,7 @@ def per_game(counts: pd.Series,  # seeds (runs) per game, indexed by game
     text = ', '.join(f'{g} {int(n)}' for g, n in counts.items()) or '0'
     return f'{text} ({note})' if note and len(counts) else text
 
-# %% ../nbs/09_phases.ipynb #c207
+# %% ../nbs/09_phases.ipynb #c210
 def claim_row(criterion: Criterion, result: dict, measured: str, chapter: str = '') -> dict:
     "One row of a claims table: the paper says, we measured, seeds, verdict, and its heading."
     return dict(claim=criterion.claim, paper=criterion.paper, measured=measured,
@@ -1005,12 +1011,12 @@ def claim_row(criterion: Criterion, result: dict, measured: str, chapter: str = 
                 heading=claim_heading(criterion, result['verdict']),
                 seeds_per_game=result.get('per_game', str(result['n_seeds'])))
 
-# %% ../nbs/09_phases.ipynb #c209
+# %% ../nbs/09_phases.ipynb #c212
 def final_skill(traj: pd.DataFrame, n_last: int = 5) -> float:
     "Mean score (greedy points-won rate, the skill) of the last `n_last` checkpoints."
     return float(traj[SCORE].iloc[-n_last:].mean())
 
-# %% ../nbs/09_phases.ipynb #c212
+# %% ../nbs/09_phases.ipynb #c215
 def phases_claim(phases: dict, games: dict, chapter: str = '') -> tuple[dict, pd.DataFrame]:
     "The phases claim: per game, `phases_test` on the runs' boundary counts."
     counts = pd.DataFrame({'game': games, 'boundaries': {r: len(p.boundaries)
@@ -1023,7 +1029,7 @@ def phases_claim(phases: dict, games: dict, chapter: str = '') -> tuple[dict, pd
                          for g, r in table.iterrows())
     return claim_row(PHASES, result, measured, chapter), table
 
-# %% ../nbs/09_phases.ipynb #c214
+# %% ../nbs/09_phases.ipynb #c217
 def consistency_claim(phases: dict, games: dict, trajs: dict, tol: float = 0.25,
                       chapter: str = '', **kw) -> tuple[dict, dict]:
     "The consistency claim: `consistency_test` over the runs of every game."
@@ -1035,7 +1041,7 @@ def consistency_claim(phases: dict, games: dict, trajs: dict, tol: float = 0.25,
                 f"{result['null_f1']:.2f} for random boundaries (p = {result['p']:.2g})")
     return claim_row(CONSISTENT, result, measured, chapter), result
 
-# %% ../nbs/09_phases.ipynb #c216
+# %% ../nbs/09_phases.ipynb #c219
 def paddle_measured(game: str, test) -> str:
     "One game's `paddle_late_test` in words, saying where a lag is undefined (no rise)."
     score = (f'{test.lag_score:+.2f} decades from the score' if np.isfinite(test.lag_score)
@@ -1044,7 +1050,7 @@ def paddle_measured(game: str, test) -> str:
               else "no other object's attention rises, so no lag to them")
     return f'{game}: paddle {score}, {others}'
 
-# %% ../nbs/09_phases.ipynb #c218
+# %% ../nbs/09_phases.ipynb #c221
 def paddle_claim(trajs: dict, games: dict, min_skill: float = 0.5, margin: float = 0.3,
                  chapter: str = '', **kw) -> tuple[dict, pd.DataFrame]:
     "The late-paddle claim: per game whose runs learned it, `paddle_late_test` over its seeds."
@@ -1061,7 +1067,7 @@ def paddle_claim(trajs: dict, games: dict, min_skill: float = 0.5, margin: float
     measured = '; '.join(paddle_measured(g, r) for g, r in table.iterrows())
     return claim_row(PADDLE_LATE, result, measured, chapter), lags
 
-# %% ../nbs/09_phases.ipynb #c220
+# %% ../nbs/09_phases.ipynb #c223
 def final_profiles(tables: dict, metric: str = Metric.HIERARCHICAL_NORM,
                    method: str = Method.LRP_TWO_PASS) -> pd.DataFrame:
     "Each run's final-checkpoint attention profile: one row per run, one column per object."
@@ -1072,7 +1078,7 @@ def final_profiles(tables: dict, metric: str = Metric.HIERARCHICAL_NORM,
         rows[run] = last.set_index('object').value
     return pd.DataFrame(rows).T.drop(columns='background', errors='ignore')
 
-# %% ../nbs/09_phases.ipynb #c222
+# %% ../nbs/09_phases.ipynb #c225
 def distinct_measured(result: dict) -> str:
     "What the cross-evaluated distinct-attention test measured, in words."
     table = result['per_eval']
@@ -1083,7 +1089,7 @@ def distinct_measured(result: dict) -> str:
     return (f"TV between training games minus within, pooled over {len(table)} evaluation "
             f"games: {result['contrast']:+.2f}{p}")
 
-# %% ../nbs/09_phases.ipynb #c223
+# %% ../nbs/09_phases.ipynb #c226
 def distinct_attention_claim(profiles: dict, games: dict, chapter: str = '',
                              **kw) -> tuple[dict, dict]:
     "The distinct-attention claim: `crosseval_distinct_test` on the cross-evaluated profiles."
@@ -1092,7 +1098,7 @@ def distinct_attention_claim(profiles: dict, games: dict, chapter: str = '',
     result['per_game'] = per_game(runs.value_counts().sort_index(), 'cross-evaluated')
     return claim_row(DISTINCT_ATTENTION, result, distinct_measured(result), chapter), result
 
-# %% ../nbs/09_phases.ipynb #c226
+# %% ../nbs/09_phases.ipynb #c229
 @dataclass
 class RunSet:
     "The runs of one algorithm under a folder, read once: what the claims are decided on."
@@ -1104,22 +1110,22 @@ class RunSet:
     net: str = ''        # the network of every run in the set
     crosseval: dict = field(default_factory=dict)   # run -> its cross-evaluation table
 
-# %% ../nbs/09_phases.ipynb #c227
+# %% ../nbs/09_phases.ipynb #c230
 def main_net(runs: pd.DataFrame) -> str:
     "The network whose runs cover the most games, then the most seeds (ties: by name)."
     cover = runs.groupby('net').agg(games=('game', 'nunique'), runs=('run', 'size')).reset_index()
     return cover.sort_values(['games', 'runs', 'net'], ascending=[False, False, True]).net.iloc[0]
 
-# %% ../nbs/09_phases.ipynb #c229
+# %% ../nbs/09_phases.ipynb #c232
 CROSSEVAL_FILE = Path('crosseval')/'crosseval.parquet'   # a run's cross-evaluation table
 
-# %% ../nbs/09_phases.ipynb #c230
+# %% ../nbs/09_phases.ipynb #c233
 def load_crosseval(runs: pd.DataFrame) -> dict:
     "The cross-evaluation table of every run in `runs` (`find_runs`) that has one."
     return {r.run: load_table(r.path/CROSSEVAL_FILE) for r in runs.itertuples()
             if (r.path/CROSSEVAL_FILE).exists()}
 
-# %% ../nbs/09_phases.ipynb #c231
+# %% ../nbs/09_phases.ipynb #c234
 def load_runs(folder, algo: str = 'a2c', net: str | None = None) -> RunSet:
     "Every run of `algo` and `net` (default: `main_net`) under `folder`, read."
     runs = find_runs(folder, algo)
@@ -1132,14 +1138,14 @@ def load_runs(folder, algo: str = 'a2c', net: str | None = None) -> RunSet:
                   {run: detect_phases(t) for run, t in trajs.items()}, net,
                   load_crosseval(runs))
 
-# %% ../nbs/09_phases.ipynb #c233
+# %% ../nbs/09_phases.ipynb #c236
 def comparable_profiles(profiles: pd.DataFrame) -> pd.DataFrame:
     "Final profiles on the objects every game has: the two paddles, and all balls together."
     balls = [c for c in profiles.columns if c not in ('agent_paddle', 'opponent_paddle')]
     return profiles[['agent_paddle', 'opponent_paddle']].assign(
         balls=profiles[balls].sum(axis=1, min_count=1))
 
-# %% ../nbs/09_phases.ipynb #c235
+# %% ../nbs/09_phases.ipynb #c238
 def attention_claims(runset: RunSet, chapter: str = 'paper/01_attention') -> tuple:
     "The four claims about attention over training: claims table, and each test's details."
     games, trajs = runset.games, runset.trajs
@@ -1154,7 +1160,7 @@ def attention_claims(runset: RunSet, chapter: str = 'paper/01_attention') -> tup
     return claims, dict(phases=phases_table, consistent=consistent, lags=lags,
                         profiles=profiles, crosseval=cross, distinct=distinct)
 
-# %% ../nbs/09_phases.ipynb #c239
+# %% ../nbs/09_phases.ipynb #c242
 def profile_long(profiles: dict, games: dict, confidence: float = 0.95) -> pd.DataFrame:
     "Tidy profiles: eval game, training game, run, object, share, and the seeds' mean and interval."
     cols = ['eval_game', 'train_game', 'run', 'object', 'share', 'seeds', 'mean', 'lo', 'hi']
@@ -1169,7 +1175,7 @@ def profile_long(profiles: dict, games: dict, confidence: float = 0.95) -> pd.Da
         hi=lambda v: t_interval(v, confidence)[1])
     return long.join(stats, on=['eval_game', 'train_game', 'object'])[cols]
 
-# %% ../nbs/09_phases.ipynb #c242
+# %% ../nbs/09_phases.ipynb #c245
 def profile_chart(long: pd.DataFrame, width: int = 150, title: str = '') -> alt.Chart:
     "Bars of the mean profile over seeds, intervals and seeds' dots, per training × eval game."
     if not len(long):
@@ -1191,7 +1197,7 @@ def profile_chart(long: pd.DataFrame, width: int = 150, title: str = '') -> alt.
         column=alt.Column('eval_game:N', title='evaluated on'), title=title
     ).resolve_scale(y='independent')
 
-# %% ../nbs/09_phases.ipynb #c245
+# %% ../nbs/09_phases.ipynb #c248
 def on_steps(traj: pd.DataFrame, steps) -> pd.DataFrame:
     "A trajectory's columns at env `steps`, interpolated linearly in log(1 + step); NaN outside."
     at, own = np.log1p(np.asarray(steps, float)), np.log1p(np.asarray(traj.index, float))
@@ -1199,7 +1205,7 @@ def on_steps(traj: pd.DataFrame, steps) -> pd.DataFrame:
             for c in traj.columns}
     return pd.DataFrame(cols, index=pd.Index(np.asarray(steps), name='step'))
 
-# %% ../nbs/09_phases.ipynb #c248
+# %% ../nbs/09_phases.ipynb #c251
 def seed_bands(trajs: list, confidence: float = 0.95) -> pd.DataFrame:
     "Mean over seeds and t-interval of every column at every checkpoint: a tidy table."
     steps = np.asarray(max((t.index for t in trajs), key=len))
@@ -1218,7 +1224,7 @@ def seed_bands(trajs: list, confidence: float = 0.95) -> pd.DataFrame:
                          'lo': (mean - half).ravel(), 'hi': (mean + half).ravel()},
                         index=grid).reset_index()
 
-# %% ../nbs/09_phases.ipynb #c251
+# %% ../nbs/09_phases.ipynb #c254
 def boundary_rules(boundaries: dict, x: alt.X) -> alt.Chart:
     "Dashed rules at each seed's phase boundaries (`boundaries`: seed -> env steps)."
     rows = [dict(seed=seed, step=b) for seed, bs in boundaries.items() for b in bs]
@@ -1226,7 +1232,7 @@ def boundary_rules(boundaries: dict, x: alt.X) -> alt.Chart:
     return alt.Chart(df).mark_rule(strokeDash=[4, 3], color='black', opacity=0.5).encode(
         x=x, tooltip=['seed', alt.Tooltip('step:Q', format=',')])
 
-# %% ../nbs/09_phases.ipynb #c252
+# %% ../nbs/09_phases.ipynb #c255
 def band_layers(bands: pd.DataFrame, x: alt.X, y_title: str, colour) -> list:
     "A band (interval over seeds) and a line (mean) per column, as two layers, within [0, 1]."
     unit = alt.Scale(domain=[0, 1], clamp=True)   # an interval past 0 or 1 stops at the edge
@@ -1237,7 +1243,7 @@ def band_layers(bands: pd.DataFrame, x: alt.X, y_title: str, colour) -> list:
         tooltip=['column', 'step', 'seeds', alt.Tooltip('mean:Q', format='.3f')])
     return [band, line]
 
-# %% ../nbs/09_phases.ipynb #c253
+# %% ../nbs/09_phases.ipynb #c256
 def plot_seed_bands(bands: pd.DataFrame,      # `seed_bands` of one game's trajectories
                     boundaries: dict,          # seed -> its phase boundaries (env steps)
                     objects: list | None = None,   # colour domain (default: the bands' objects)
@@ -1254,7 +1260,7 @@ def plot_seed_bands(bands: pd.DataFrame,      # `seed_bands` of one game's traje
                        alt.layer(*bottom, rules).properties(width=width, height=90)
                        ).resolve_scale(x='shared')
 
-# %% ../nbs/09_phases.ipynb #c256
+# %% ../nbs/09_phases.ipynb #c259
 def range_bands(trajs: list) -> pd.DataFrame:
     "`seed_bands` of the trajectories with the seeds' range (min to max) as the band."
     steps = np.asarray(max((t.index for t in trajs), key=len))
@@ -1264,7 +1270,7 @@ def range_bands(trajs: list) -> pd.DataFrame:
     bands = seed_bands(trajs).drop(columns=['lo', 'hi'])
     return bands.merge(spread.rename(columns={'min': 'lo', 'max': 'hi'}), on=['step', 'column'])
 
-# %% ../nbs/09_phases.ipynb #c258
+# %% ../nbs/09_phases.ipynb #c261
 def headline_chart(runset: RunSet, width: int = 190) -> alt.HConcatChart:
     "One panel per game: attention per object over training, seeds' mean and range, and skill."
     objects = [o for o in OBJECT_COLOURS if any(o in t for t in runset.trajs.values())]
@@ -1278,14 +1284,14 @@ def headline_chart(runset: RunSet, width: int = 190) -> alt.HConcatChart:
             .configure_legend(orient='bottom', columns=4, labelLimit=200, symbolOpacity=1,
                               labelFontSize=12, titleFontSize=12))
 
-# %% ../nbs/09_phases.ipynb #c261
+# %% ../nbs/09_phases.ipynb #c264
 def segment_leader(segment: pd.Series, objects: list) -> dict:
     "The object with the largest mean in one phase's row of `Phases.segments`, its share, margin."
     means = segment[objects].astype(float).sort_values(ascending=False)
     margin = means.iloc[0] - means.iloc[1] if len(means) > 1 else np.nan
     return dict(leader=means.index[0], share=float(means.iloc[0]), margin=float(margin))
 
-# %% ../nbs/09_phases.ipynb #c263
+# %% ../nbs/09_phases.ipynb #c266
 def phase_leaders(phases: dict,                   # run -> its `Phases`
                   games: dict,                    # run -> its game
                   exclude: tuple = ('background',),  # objects that cannot lead
@@ -1300,22 +1306,22 @@ def phase_leaders(phases: dict,                   # run -> its `Phases`
                              end_step=int(seg.end_step), **segment_leader(seg, objs)))
     return pd.DataFrame(rows)
 
-# %% ../nbs/09_phases.ipynb #c265
+# %% ../nbs/09_phases.ipynb #c268
 ORDINALS = ('first', 'second', 'third', 'fourth', 'fifth', 'sixth', 'seventh', 'eighth')
 
-# %% ../nbs/09_phases.ipynb #c266
+# %% ../nbs/09_phases.ipynb #c269
 def phase_position(phase: int) -> str:
     "The position of a phase in words ('first', …; past the eighth: '9th', …)."
     return ORDINALS[phase - 1] if phase <= len(ORDINALS) else f'{phase}th'
 
-# %% ../nbs/09_phases.ipynb #c268
+# %% ../nbs/09_phases.ipynb #c271
 def commonest(values: pd.Series) -> tuple:
     "The commonest value (ties: first by name) and how often it occurs."
     counts = values.value_counts()
     top = sorted(counts[counts == counts.max()].index)[0]
     return top, int(counts[top])
 
-# %% ../nbs/09_phases.ipynb #c270
+# %% ../nbs/09_phases.ipynb #c273
 def leader_agreement(leaders: pd.DataFrame) -> pd.DataFrame:
     "Per game and phase position (first, second, …, last): the commonest leader, seeds sharing it."
     last = leaders[leaders.phase == leaders.phases].assign(position='last', order=99)
@@ -1329,7 +1335,7 @@ def leader_agreement(leaders: pd.DataFrame) -> pd.DataFrame:
                          share=float(d[d.leader == leader].share.mean())))
     return pd.DataFrame(rows)
 
-# %% ../nbs/09_phases.ipynb #c273
+# %% ../nbs/09_phases.ipynb #c276
 def leader_sentence(agreement: pd.DataFrame) -> str:
     "Per game: which object leads the first and the last phase, and in how many of its seeds."
     parts = []
@@ -1341,10 +1347,10 @@ def leader_sentence(agreement: pd.DataFrame) -> str:
                      f'{seeds}, the last by the {name(last)} in {last.agree} of {last.of_seeds}')
     return '; '.join(parts)
 
-# %% ../nbs/09_phases.ipynb #c276
+# %% ../nbs/09_phases.ipynb #c279
 OTHER_SUBSETS = 'other subsets'   # the name of the remainder in `subset_shares`
 
-# %% ../nbs/09_phases.ipynb #c277
+# %% ../nbs/09_phases.ipynb #c280
 def subset_shares(tables: list,                  # ATOM tables of one game's seeds
                   method: str = Method.LRP_TWO_PASS,
                   top: int = 5,                  # subsets kept by name
@@ -1357,7 +1363,7 @@ def subset_shares(tables: list,                  # ATOM tables of one game's see
     long = out.reset_index().melt(id_vars='step', var_name='subset', value_name='c')
     return long.assign(rank=long.subset.map({s: k for k, s in enumerate(kept + [OTHER_SUBSETS])}))
 
-# %% ../nbs/09_phases.ipynb #c280
+# %% ../nbs/09_phases.ipynb #c283
 def subset_chart(shares: pd.DataFrame, title: str = '', width: int = 460) -> alt.Chart:
     "Stacked areas of c(T) over training (log steps), one colour per subset, the largest first."
     shares = shares[shares.step > 0]
@@ -1369,7 +1375,7 @@ def subset_chart(shares: pd.DataFrame, title: str = '', width: int = 460) -> alt
         tooltip=['subset', 'step', alt.Tooltip('c:Q', format='.3f')]
     ).properties(width=width, height=160, title=title)
 
-# %% ../nbs/09_phases.ipynb #c283
+# %% ../nbs/09_phases.ipynb #c286
 def top_subsets_by_alpha(table: pd.DataFrame, runs: list | None = None,
                          top: int = 3) -> pd.DataFrame:
     "Per game and α: the `top` subsets by c(T) at each run's last checkpoint, mean over runs."
