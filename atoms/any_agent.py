@@ -19,11 +19,11 @@ from .relevance import (MODES, RELEVANCE_SEEDS, Mode, RelevanceSeed, initial_rel
                              make_composite, method_label, relevance_of, relevant_indices)
 
 # %% auto #0
-__all__ = ['layer_names', 'name_list', 'find_layer', 'first_layer', 'model_input', 'labels_like', 'check_output', 'tapped',
-           'first_line', 'run_model', 'layer_output', 'ModelParts', 'model_parts', 'hooked', 'relevance_source',
-           'output_relevance', 'neuron_relevance', 'seeded_maps', 'pixel_relevance', 'action_relevance', 'AtomOptions',
-           'check_options', 'atom_options', 'neuron_inputs', 'chunk_maps', 'attention_inputs', 'evaluating',
-           'atom_table', 'model_atoms']
+__all__ = ['CLEANRL_NAMES', 'layer_names', 'name_list', 'find_layer', 'first_layer', 'model_input', 'labels_like', 'check_output',
+           'tapped', 'first_line', 'run_model', 'layer_output', 'ModelParts', 'model_parts', 'hooked',
+           'relevance_source', 'output_relevance', 'neuron_relevance', 'seeded_maps', 'pixel_relevance',
+           'action_relevance', 'AtomOptions', 'check_options', 'atom_options', 'neuron_inputs', 'chunk_maps',
+           'attention_inputs', 'evaluating', 'atom_table', 'model_atoms', 'cleanrl_name', 'cleanrl_state_dict']
 
 # %% ../nbs/14_any_agent.ipynb #c008
 def layer_names(model: nn.Module) -> list[str]:
@@ -332,3 +332,34 @@ def model_atoms(model: nn.Module,  # any torch agent whose forward gives the vec
         neuron_rel, neurons = neuron_inputs(parts, x, opts)
         object_att, maps = attention_inputs(parts, x, labels, objects, neuron_rel, neurons, opts)
     return atom_table(neuron_rel, object_att, maps, labels, objects, opts)
+
+# %% ../nbs/14_any_agent.ipynb #c084
+CLEANRL_NAMES = {'body.1.': 'network.', 'body.2.0.': 'network.7.', 'head.': 'actor.',
+                 'value.': 'critic.'}   # our actor-critic's name prefix -> CleanRL `Agent`'s
+
+# %% ../nbs/14_any_agent.ipynb #c085
+def cleanrl_name(name: str) -> str:
+    "The name in CleanRL's Atari `Agent` of our actor-critic's parameter `name`."
+    prefix = next((p for p in CLEANRL_NAMES if name.startswith(p)), None)
+    if prefix is None:
+        raise ValueError(f'{name!r} has no place in the CleanRL layout (no prefix of '
+                         f'{list(CLEANRL_NAMES)})')
+    return CLEANRL_NAMES[prefix] + name[len(prefix):]
+
+# %% ../nbs/14_any_agent.ipynb #c088
+def cleanrl_state_dict(state: dict,       # the state dict of our Nature-sized `ActorCritic`
+                       agent: nn.Module,  # a CleanRL-style `Agent`: names and shapes are checked
+                      ) -> dict:
+    "Our actor-critic's `state` under the names of `agent`; a one-line error where it does not fit."
+    theirs, renamed = agent.state_dict(), {cleanrl_name(k): (k, v) for k, v in state.items()}
+    name = type(agent).__name__
+    for new, (old, value) in renamed.items():
+        if new not in theirs:
+            raise ValueError(f'our {old!r} goes to {new!r}, which {name} does not have')
+        if value.shape != theirs[new].shape:
+            raise ValueError(f'our {old!r} {tuple(value.shape)} does not fit '
+                             f'{name}.{new} {tuple(theirs[new].shape)}')
+    missing = [k for k in theirs if k not in renamed]
+    if missing:
+        raise ValueError(f'{name} weights {missing} have no counterpart in our network')
+    return {new: value for new, (_, value) in renamed.items()}

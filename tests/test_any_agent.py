@@ -1,20 +1,24 @@
 """`model_atoms` (nbs/14_any_agent): equal to the library's fast path on our own network, running on two
-foreign architectures (a Stable-Baselines3-like `CnnPolicy` and a CleanRL-style `Agent`), one-line errors."""
+foreign architectures (a Stable-Baselines3-like `CnnPolicy` and a CleanRL-style `Agent`), one-line errors;
+the CleanRL `Agent` holding our trained Atari agent's weights gives the fast path's ATOMs."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 import atoms
-from atoms.any_agent import model_atoms
+from atoms.analysis import checkpoints_of
+from atoms.any_agent import cleanrl_state_dict, model_atoms
+from atoms.atari import ATARI_LABELS, ATARI_PONG
 from atoms.attention import Metric, atoms_table
-from atoms.core import artifacts_dir
+from atoms.core import artifacts_dir, read_manifest
 from atoms.evalset import load_eval_set
-from atoms.nets import SMALL, make_net
+from atoms.nets import SMALL, NetConfig, make_net
 from atoms.policies import load_checkpoint
-from atoms.relevance import explain, method_label, synthetic_frames
+from atoms.relevance import checkpoint_atoms, explain, method_label, synthetic_frames
 
 KEYS = ['step', 'object', 'metric', 'method']
 CHECKPOINT = artifacts_dir()/'runs'/'pong__a2c__1'/'checkpoints'/'step_001500000.safetensors'
+ATARI_RUN = artifacts_dir()/'runs'/'atari-pong__ppo__1'   # our Atari PPO agent (its step: the manifest's)
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')   # see conftest.py
@@ -178,3 +182,53 @@ def test_errors_in_one_line(call, message):
     with pytest.raises(ValueError) as e:
         call(Agent(), obs, labels, objects)
     assert message in str(e.value) and '\n' not in str(e.value)
+
+
+# --- The CleanRL-style Agent holding our trained Atari agent's weights --------------------------------------
+
+def trained_atari_agent():
+    "Our Atari PPO agent at the package's final checkpoint, and a CleanRL `Agent` holding its weights."
+    step = read_manifest(ATARI_RUN)['checkpoint_steps'][-1]
+    net, meta = load_checkpoint(dict(checkpoints_of(ATARI_RUN))[step])
+    assert meta['step'] == step
+    agent = Agent(net.cfg.n_actions)
+    agent.load_state_dict(cleanrl_state_dict(net.state_dict(), agent))
+    return net, agent.eval(), step
+
+
+def test_cleanrl_agent_with_our_atari_weights_equals_the_fast_path():
+    "model_atoms on the CleanRL layout = `checkpoint_atoms` (what `atoms analyse` runs) on our net."
+    net, agent, step = trained_atari_agent()
+    es = load_eval_set(ATARI_PONG)
+    assert es['objects'] == ATARI_LABELS
+    obs, labels = torch.as_tensor(es['obs'][::19]), es['labels'][::19]     # 8 stacks across the set
+    with torch.no_grad():
+        np.testing.assert_allclose(agent(obs.float()), net.decision(obs), atol=1e-5, rtol=0)
+    ours = model_atoms(agent, 'network.8', obs, labels, es['objects'], step=step)
+    theirs = checkpoint_atoms(net, obs, labels, es['objects'], step)
+    assert_same_table(ours, theirs, atol=1e-6)
+    h = ours[ours.metric == Metric.HIERARCHICAL_NORM].set_index('object').value
+    assert h.notna().all() and abs(h.sum() - 1) < 1e-6
+
+
+@pytest.mark.parametrize('state, message', [
+    (lambda: make_net('actor_critic').state_dict(),
+     "our 'head.weight' (3, 512) does not fit Agent.actor.weight (6, 512)"),
+    (lambda: make_net('q', NetConfig(n_actions=6)).state_dict(),
+     "Agent weights ['critic.weight', 'critic.bias'] have no counterpart in our network"),
+    (lambda: {'encoder.weight': torch.zeros(1)}, "'encoder.weight' has no place in the CleanRL layout"),
+    (lambda: {'body.1.6.weight': torch.zeros(1)},
+     "our 'body.1.6.weight' goes to 'network.6.weight', which Agent does not have"),
+])
+def test_cleanrl_state_dict_errors_in_one_line(state, message):
+    with pytest.raises(ValueError) as e:
+        cleanrl_state_dict(state(), Agent())
+    assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_cleanrl_state_dict_renames_every_weight():
+    net = make_net('actor_critic', NetConfig(n_actions=6))
+    renamed = cleanrl_state_dict(net.state_dict(), Agent())
+    assert sorted(renamed) == sorted(Agent().state_dict())
+    assert torch.equal(renamed['network.7.weight'], net.fc[0].weight)
+    assert torch.equal(renamed['critic.bias'], net.value.bias)
