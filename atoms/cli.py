@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_cli.ipynb #c002
 from __future__ import annotations
-import sys
+import signal, sys
 from typing import Annotated, Any, Union
 import pandas as pd, tyro
 from .core import ArtifactError
@@ -18,7 +18,7 @@ from .robustness import RobustnessConfig, robustness
 from .study import StudyConfig, study
 
 # %% auto #0
-__all__ = ['COMMANDS', 'descriptions', 'main']
+__all__ = ['COMMANDS', 'descriptions', 'interrupt', 'main']
 
 # %% ../nbs/12_cli.ipynb #c005
 COMMANDS = {'train': (TrainConfig, train), 'evalset': (EvalSetConfig, save_eval_set),
@@ -34,7 +34,12 @@ def descriptions() -> dict[str, str]:
     out['train'] += '\n\nDefaults of the fields left at None:\n\n' + defaults_table()
     return out
 
-# %% ../nbs/12_cli.ipynb #c012
+# %% ../nbs/12_cli.ipynb #c011
+def interrupt(signum, frame):
+    "Signal handler: raise `KeyboardInterrupt`, as Ctrl-C does."
+    raise KeyboardInterrupt
+
+# %% ../nbs/12_cli.ipynb #c014
 def main(argv: list[str] | None = None):
     "Entry point of the `atoms` command."
     text = descriptions()
@@ -42,10 +47,15 @@ def main(argv: list[str] | None = None):
                     for k, (cls, _) in COMMANDS.items())
     cfg = tyro.cli(Union[choices], args=argv, prog='atoms')
     fn = next(f for cls, f in COMMANDS.values() if isinstance(cfg, cls))
+    signal.signal(signal.SIGTERM, interrupt)
     try: out = fn(cfg)
     except (ValueError, FileNotFoundError, ArtifactError) as e:
         print('atoms: error: ' + ' '.join(str(e).split()), file=sys.stderr)
         raise SystemExit(2)
+    except KeyboardInterrupt:
+        print('atoms: interrupted; what was written is kept: the same command continues',
+              file=sys.stderr)
+        raise SystemExit(130)
     if isinstance(out, pd.DataFrame): print(out.to_string(index=False))  # every column, untruncated
     elif out is not None: print(out)
     if getattr(out, 'attrs', {}).get('failed'): raise SystemExit(1)  # a study with failed steps

@@ -37,7 +37,7 @@ __all__ = ['PER_ALGO', 'PER_NET', 'PER_GAME', 'ATARI_GAMES', 'TRAIN_GAMES', 'GAM
            'dqn_act', 'dqn_play', 'td_loss', 'target_sync_due', 'dqn_step', 'log_row', 'evaluate_greedy', 'checkpoint',
            'with_defaults', 'config_differences', 'read_run_config', 'missing_checkpoints', 'train_writes',
            'train_settings', 'finished', 'check_config_file', 'open_run', 'Clock', 'timed', 'precise_step', 'advance',
-           'train_command', 'finish', 'progress_bar', 'train']
+           'train_command', 'finish', 'record_interruption', 'progress_bar', 'train']
 
 # %% ../nbs/05_training.ipynb #c006
 PER_ALGO = tyro.conf.arg(
@@ -589,6 +589,7 @@ class Trainer:
         self.total_updates = n_updates(cfg)
         self.schedule = checkpoint_updates(self.total_updates, cfg.checkpoints, cfg.schedule_power)
         self.update, self.elapsed, self.rows, self.stats, self.losses = 0, 0.0, [], new_stats(), {}
+        self.saved_update = 0      # the update of the resume state on disk
 
     @property
     def global_step(self) -> int: return self.update * self.cfg.num_envs * self.cfg.n_steps
@@ -663,6 +664,7 @@ def save_state(trainer: Trainer):
         tensors.update(dqn_tensors)
         meta.update(dqn_meta)
     save_weights(tensors, trainer.state_path, meta)
+    trainer.saved_update = trainer.update
 
 # %% ../nbs/05_training.ipynb #c140
 def load_state(trainer: Trainer):
@@ -677,6 +679,7 @@ def load_state(trainer: Trainer):
     trainer.update, trainer.elapsed = meta['update'], meta['elapsed']
     trainer.rows = [dict(row) for row in meta['rows']]   # in the logged order (JSON sorts dicts)
     trainer.stats, trainer.losses = meta['stats'], meta['losses']
+    trainer.saved_update = trainer.update
 
 # %% ../nbs/05_training.ipynb #c143
 def anneal_lr(trainer: Trainer):
@@ -932,7 +935,14 @@ def finish(trainer: Trainer):
                 seed=trainer.cfg.seed, final_step=trainer.global_step,
                 complete=bool(trainer.update >= trainer.total_updates))
 
-# %% ../nbs/05_training.ipynb #c212
+# %% ../nbs/05_training.ipynb #c211
+def record_interruption(trainer: Trainer):
+    "After an interrupt: list the run's files in its manifest, at the step of its last resume state."
+    cfg = trainer.cfg
+    end_command(trainer.run, 'train', train_command(cfg), config=asdict(cfg), seed=cfg.seed,
+                final_step=trainer.saved_update * cfg.num_envs * cfg.n_steps, complete=False)
+
+# %% ../nbs/05_training.ipynb #c214
 def progress_bar(trainer: Trainer):
     "A tqdm bar over the run's agent steps (disabled with `progress=False`)."
     cfg = trainer.cfg
@@ -940,7 +950,7 @@ def progress_bar(trainer: Trainer):
                 disable=not cfg.progress, mininterval=2,
                 desc=f'{cfg.game} {cfg.algo} seed {cfg.seed}')
 
-# %% ../nbs/05_training.ipynb #c214
+# %% ../nbs/05_training.ipynb #c216
 def train(cfg: TrainConfig) -> Path:
     "Train (or resume) the run of `cfg`; returns its folder."
     trainer = open_run(cfg)
@@ -950,18 +960,23 @@ def train(cfg: TrainConfig) -> Path:
     bar = progress_bar(trainer)
     clock = Clock(time.monotonic(), trainer.global_step, time.monotonic())
     if trainer.update == 0 and not trainer.rows: checkpoint(trainer, 0.0)
-    while trainer.update < trainer.total_updates:
-        skill = advance(trainer, step_fn, clock)
-        bar.update(cfg.num_envs * cfg.n_steps)
-        if skill is not None:
-            row = trainer.rows[-1]
-            bar.set_postfix(skill=f'{skill:.2f}', ret=f'{row["charts/episodic_return"]:.2f}',
-                            sps=f'{row["charts/SPS"]:.0f}')
-            target = cfg.stop_at_skill     # reached as `skill_reached` (Policies) decides
-            if target is not None and first_skilled(trainer.rows, target) is not None: break
-        if cfg.time_limit_s is not None and trainer.elapsed >= cfg.time_limit_s:
-            save_state(trainer)
-            break
+    try:
+        while trainer.update < trainer.total_updates:
+            skill = advance(trainer, step_fn, clock)
+            bar.update(cfg.num_envs * cfg.n_steps)
+            if skill is not None:
+                row = trainer.rows[-1]
+                bar.set_postfix(skill=f'{skill:.2f}', ret=f'{row["charts/episodic_return"]:.2f}',
+                                sps=f'{row["charts/SPS"]:.0f}')
+                target = cfg.stop_at_skill     # reached as `skill_reached` (Policies) decides
+                if target is not None and first_skilled(trainer.rows, target) is not None: break
+            if cfg.time_limit_s is not None and trainer.elapsed >= cfg.time_limit_s:
+                save_state(trainer)
+                break
+    except KeyboardInterrupt:
+        bar.close()
+        record_interruption(trainer)
+        raise
     bar.close()
     finish(trainer)
     return trainer.run

@@ -57,6 +57,35 @@ def test_kill_and_resume_gives_same_final_weights(tmp_path):
     assert np.allclose(la['charts/points_won_rate'], lb['charts/points_won_rate'])
 
 
+def test_interrupt_lists_the_files_and_resumes_exactly(tmp_path):
+    "SIGTERM: one line, exit 130, the checkpoints on disk listed in the manifest; the rerun ends as an undisturbed run."
+    args = ['train', '--total_steps', '3000', '--num_envs', '4', '--n_steps', '5', '--checkpoints', '4', '--eval_points', '4',
+            '--eval_envs', '4', '--no-progress', '--save_every_s', '0']
+    ref = cli(*args, '--run_dir', str(tmp_path/'ref')); assert ref.wait(300) == 0, ref.stderr.read()
+    run = tmp_path/'stopped'
+    p = cli(*args, '--run_dir', str(run))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120 and p.poll() is None:      # stop it once it has saved update >= 30
+        try:
+            if load_weights(run/'state.safetensors')[1]['update'] >= 30: break
+        except ArtifactError: pass
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 130
+    err = p.stderr.read()
+    assert err.strip().splitlines()[-1].startswith('atoms: interrupted'), err
+    m = read_manifest(run)
+    assert m['complete'] is False and not m['commands']['train']['in_progress']
+    on_disk = {f'checkpoints/{c.name}' for c in (run/'checkpoints').glob('*.safetensors')}
+    assert on_disk and on_disk <= set(m['files']), 'a checkpoint on disk is not listed'
+    saved = load_weights(run/'state.safetensors')[1]['update']
+    assert 0 < saved < 150     # the recorded step: that state's, or the one before if the stop fell inside its save
+    assert m['final_step'] in (saved * 4 * 5, (saved - 1) * 4 * 5)
+    q = cli(*args, '--run_dir', str(run)); assert q.wait(300) == 0, q.stderr.read()
+    wa, wb = final_weights(tmp_path/'ref'), final_weights(run)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 @pytest.mark.parametrize('flag,value,field', [('--total_steps', '-5', 'total_steps'), ('--num_envs', '0', 'num_envs'),
                                               ('--checkpoints', '500', 'checkpoints'), ('--lr', '3', 'lr')])
 def test_bad_config_is_one_line_naming_the_field(tmp_path, flag, value, field):
