@@ -31,46 +31,44 @@ def test_same_seed_same_weights(tmp_path, algo):
     assert not all(torch.equal(wa[k], final_weights(c)[k]) for k in wa)
 
 
-def test_kill_and_resume_gives_same_final_weights(tmp_path):
-    args = ['train', '--total_steps', '3000', '--num_envs', '4', '--n_steps', '5', '--checkpoints', '4', '--eval_points', '4',
-            '--eval_envs', '4', '--no-progress', '--save_every_s', '0']
-    ref = cli(*args, '--run_dir', str(tmp_path/'ref')); assert ref.wait(300) == 0, ref.stderr.read()
-    run = tmp_path/'killed'
-    p = cli(*args, '--run_dir', str(run))
+RESUMABLE = ['train', '--total_steps', '3000', '--num_envs', '4', '--n_steps', '5', '--checkpoints', '4',
+             '--eval_points', '4', '--eval_envs', '4', '--no-progress', '--save_every_s', '0']   # 150 updates
+
+
+def reference_and_signalled(tmp_path, sig) -> tuple[Path, Path, subprocess.Popen]:
+    "An undisturbed tiny run, and the same run sent `sig` once it has saved update >= 30 (not waited for)."
+    ref = cli(*RESUMABLE, '--run_dir', str(tmp_path/'ref')); assert ref.wait(300) == 0, ref.stderr.read()
+    run = tmp_path/'signalled'
+    p = cli(*RESUMABLE, '--run_dir', str(run))
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 120 and p.poll() is None:      # kill it mid-run: once it has saved update >= 30
+    while time.monotonic() - t0 < 120 and p.poll() is None:
         try:
             if load_weights(run/'state.safetensors')[1]['update'] >= 30: break
         except ArtifactError: pass                               # not written yet
         time.sleep(0.02)
-    p.send_signal(signal.SIGKILL); p.wait()
+    p.send_signal(sig)
+    return tmp_path/'ref', run, p
+
+
+def test_kill_and_resume_gives_same_final_weights(tmp_path):
+    ref, run, p = reference_and_signalled(tmp_path, signal.SIGKILL)
+    p.wait()
     in_progress = read_manifest(run)['commands']['train']['in_progress']       # recorded before any write
     assert in_progress, 'the run finished before it was killed: make it longer'
     st = load_weights(run/'state.safetensors')[1]
     assert 0 < st['update'] < 150
-    q = cli(*args, '--run_dir', str(run)); assert q.wait(300) == 0, q.stderr.read()
-    wa, wb = final_weights(tmp_path/'ref'), final_weights(run)
+    q = cli(*RESUMABLE, '--run_dir', str(run)); assert q.wait(300) == 0, q.stderr.read()
+    wa, wb = final_weights(ref), final_weights(run)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     import pandas as pd
-    la, lb = pd.read_parquet(tmp_path/'ref'/'log.parquet'), pd.read_parquet(run/'log.parquet')
+    la, lb = pd.read_parquet(ref/'log.parquet'), pd.read_parquet(run/'log.parquet')
     assert la['global_step'].tolist() == lb['global_step'].tolist()
     assert np.allclose(la['charts/points_won_rate'], lb['charts/points_won_rate'])
 
 
 def test_interrupt_lists_the_files_and_resumes_exactly(tmp_path):
     "SIGTERM: one line, exit 130, the checkpoints on disk listed in the manifest; the rerun ends as an undisturbed run."
-    args = ['train', '--total_steps', '3000', '--num_envs', '4', '--n_steps', '5', '--checkpoints', '4', '--eval_points', '4',
-            '--eval_envs', '4', '--no-progress', '--save_every_s', '0']
-    ref = cli(*args, '--run_dir', str(tmp_path/'ref')); assert ref.wait(300) == 0, ref.stderr.read()
-    run = tmp_path/'stopped'
-    p = cli(*args, '--run_dir', str(run))
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 120 and p.poll() is None:      # stop it once it has saved update >= 30
-        try:
-            if load_weights(run/'state.safetensors')[1]['update'] >= 30: break
-        except ArtifactError: pass
-        time.sleep(0.02)
-    p.send_signal(signal.SIGTERM)
+    ref, run, p = reference_and_signalled(tmp_path, signal.SIGTERM)
     assert p.wait(60) == 130
     err = p.stderr.read()
     assert err.strip().splitlines()[-1].startswith('atoms: interrupted'), err
@@ -81,8 +79,8 @@ def test_interrupt_lists_the_files_and_resumes_exactly(tmp_path):
     saved = load_weights(run/'state.safetensors')[1]['update']
     assert 0 < saved < 150     # the recorded step: that state's, or the one before if the stop fell inside its save
     assert m['final_step'] in (saved * 4 * 5, (saved - 1) * 4 * 5)
-    q = cli(*args, '--run_dir', str(run)); assert q.wait(300) == 0, q.stderr.read()
-    wa, wb = final_weights(tmp_path/'ref'), final_weights(run)
+    q = cli(*RESUMABLE, '--run_dir', str(run)); assert q.wait(300) == 0, q.stderr.read()
+    wa, wb = final_weights(ref), final_weights(run)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
