@@ -3,8 +3,9 @@
 The browser test builds an explorer page itself from a committed run (a clean clone has no
 book_output/), opens it from disk in Debian's Chromium, driven over the DevTools protocol through
 a pipe (`--remote-debugging-pipe`: no port, no extra package), moves the checkpoint slider with the
-keyboard, and compares screenshots of the heatmap before and after. Screenshots and timings are
-written to $EXPLORER_SHOTS when it is set (for a person to look at).
+keyboard, and compares screenshots of the heatmap before and after. Screenshots and the time the
+page took to draw are written to $EXPLORER_SHOTS when it is set (for a person to look at; the time
+is a measurement, not a test: a loaded machine draws the page more slowly).
 """
 import base64, io, json, os, shutil, subprocess, time
 from pathlib import Path
@@ -168,7 +169,6 @@ def test_explorer_page_moves_offline(page_file, tmp_path):
             (out/'page.png').write_bytes(base64.b64decode(whole))
             (out/'timing.json').write_text(json.dumps(dict(open_s=opened, changed=changed,
                                                            bytes=page_file.stat().st_size)))
-        assert opened < 10, f'the page took {opened:.1f} s to draw'
     finally:
         browser.close()
 

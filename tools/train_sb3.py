@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/train_sb3.py --name pong__sb3_a2c__1 --algo a2c --seed 1
 
-SB3 trains (A2C or PPO, its default hyperparameters for A2C, its Atari ones for PPO) on
+SB3 trains (A2C or PPO, with the Atari hyperparameters of SB3's RL zoo) on
 `atoms.sb3.PongSB3Env`; every `--eval-every` agent steps the greedy policy plays the evaluation of
 the Policies chapter (`atoms.policies.evaluate`: the points-won rate, *skill*, over
 `--eval-points` points), and training stops once skill reaches `--target` (or after
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import stable_baselines3
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from atoms.any_agent import model_atoms
 from atoms.core import artifacts_dir, save_table, write_manifest
 from atoms.evalset import load_eval_set
@@ -37,6 +38,9 @@ from atoms.sb3 import (SB3_FC, PolicyLogits, PongSB3Env, compact_state, load_com
 
 PPO_ATARI = dict(n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1,
                  ent_coef=0.01, vf_coef=0.5)   # SB3 zoo's Atari PPO settings
+A2C_ATARI = dict(ent_coef=0.01, vf_coef=0.25,  # SB3 zoo's Atari A2C settings (SB3's own defaults
+                 policy_kwargs=dict(optimizer_class=RMSpropTFLike,   # have no entropy bonus:
+                                    optimizer_kwargs=dict(eps=1e-5)))  # they never learned here)
 
 
 def skill_of(model: PolicyLogits, game: str, points: int, seed: int, envs: int = 32,
@@ -80,9 +84,9 @@ def eval_set_atoms(model: PolicyLogits, game: str, steps: int) -> pd.DataFrame:
 
 
 def make_model(args, env: PongSB3Env):
-    "The SB3 model: A2C with SB3's defaults, or PPO with SB3 zoo's Atari settings."
+    "The SB3 model: A2C or PPO with SB3 zoo's Atari settings."
     if args.algo == 'a2c':
-        return A2C('CnnPolicy', env, seed=args.seed, device='cpu', verbose=0)
+        return A2C('CnnPolicy', env, seed=args.seed, device='cpu', verbose=0, **A2C_ATARI)
     return PPO('CnnPolicy', env, seed=args.seed, device='cpu', verbose=0, **PPO_ATARI)
 
 
