@@ -33,12 +33,12 @@ __all__ = ['SCORE', 'SYNTHETIC_LEVELS', 'MODELS', 'PHASES', 'CONSISTENT', 'PADDL
            't_interval', 'paddle_late_test', 'tv_distances', 'between_minus_within', 'distinct_attention_test',
            'crosseval_profiles', 'smallest_p', 'pooled_contrast', 'relabelled_p', 'runs_on_every_game',
            'contrast_table', 'undecided_reason', 'crosseval_distinct_test', 'run_name_parts', 'run_net', 'find_runs',
-           'per_game', 'claim_row', 'final_skill', 'phases_claim', 'consistency_claim', 'paddle_measured',
-           'paddle_claim', 'final_profiles', 'distinct_measured', 'distinct_attention_claim', 'RunSet', 'main_net',
-           'load_crosseval', 'load_runs', 'comparable_profiles', 'attention_claims', 'profile_long', 'profile_chart',
-           'on_steps', 'seed_bands', 'boundary_rules', 'band_layers', 'plot_seed_bands', 'range_bands',
-           'headline_chart', 'segment_leader', 'phase_leaders', 'phase_position', 'commonest', 'leader_agreement',
-           'leader_sentence', 'subset_shares', 'subset_chart', 'top_subsets_by_alpha']
+           'per_game', 'claim_row', 'final_skill', 'phases_claim', 'consistency_claim', 'lag_interval',
+           'paddle_measured', 'paddle_claim', 'final_profiles', 'distinct_measured', 'distinct_attention_claim',
+           'RunSet', 'main_net', 'load_crosseval', 'load_runs', 'comparable_profiles', 'attention_claims',
+           'profile_long', 'profile_chart', 'on_steps', 'seed_bands', 'boundary_rules', 'band_layers',
+           'plot_seed_bands', 'range_bands', 'headline_chart', 'segment_leader', 'phase_leaders', 'phase_position',
+           'commonest', 'leader_agreement', 'leader_sentence', 'subset_shares', 'subset_chart', 'top_subsets_by_alpha']
 
 # %% ../nbs/09_phases.ipynb #c005
 SCORE = 'score'   # name of the score column in a trajectory
@@ -1042,11 +1042,17 @@ def consistency_claim(phases: dict, games: dict, trajs: dict, tol: float = 0.25,
     return claim_row(CONSISTENT, result, measured, chapter), result
 
 # %% ../nbs/09_phases.ipynb #c219
+def lag_interval(test, lag: str) -> str:
+    "' (95 % interval lo to hi)' of `lag` in a `paddle_late_test` result, or '' where it has none."
+    lo, hi = test.get(f'{lag}_lo', np.nan), test.get(f'{lag}_hi', np.nan)
+    return f' (95 % interval {lo:+.2f} to {hi:+.2f})' if np.isfinite(lo) and np.isfinite(hi) else ''
+
 def paddle_measured(game: str, test) -> str:
-    "One game's `paddle_late_test` in words, saying where a lag is undefined (no rise)."
-    score = (f'{test.lag_score:+.2f} decades from the score' if np.isfinite(test.lag_score)
-             else 'no rise of the paddle or of the score')
-    others = (f'{test.lag_others:+.2f} from the other objects' if np.isfinite(test.lag_others)
+    "One game's `paddle_late_test` in words, with its intervals, saying where a lag is undefined."
+    score = (f'{test.lag_score:+.2f} decades from the score{lag_interval(test, "lag_score")}'
+             if np.isfinite(test.lag_score) else 'no rise of the paddle or of the score')
+    others = (f'{test.lag_others:+.2f} from the other objects{lag_interval(test, "lag_others")}'
+              if np.isfinite(test.lag_others)
               else "no other object's attention rises, so no lag to them")
     return f'{game}: paddle {score}, {others}'
 
