@@ -1,6 +1,6 @@
 """Stable-Baselines3 on our Pong (nbs/17_sb3): the `VecEnv` adapter steps, resets and trains under SB3's
 own `learn`; `model_atoms` explains a random-initialised SB3 `CnnPolicy`; a bad layer name lists SB3's
-layers; the compact weights load back."""
+layers; the compact weights load back; `tools/train_sb3.py` writes its package and never overwrites one."""
 import numpy as np
 import pytest
 import torch
@@ -67,3 +67,25 @@ def test_compact_weights_round_trip(tmp_path):
     obs, _, _ = synthetic_frames(2)
     with torch.no_grad():
         torch.testing.assert_close(loaded(obs), PolicyLogits(policy)(obs), atol=0.05, rtol=0)
+
+
+def test_train_sb3_tool_writes_a_package_and_never_overwrites(tmp_path, capsys):
+    import importlib.util, json
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        'train_sb3', Path(__file__).resolve().parents[1]/'tools'/'train_sb3.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = ['--name', 'tiny', '--out', str(tmp_path), '--num-envs', '2', '--max-steps', '40',
+            '--eval-every', '20', '--eval-points', '2', '--final-points', '2']
+    tool.main(args)
+    folder = tmp_path/'tiny'
+    assert {p.name for p in folder.iterdir()} == {'policy.safetensors', 'log.parquet',
+                                                  'atoms.parquet', 'manifest.json'}
+    manifest = json.loads((folder/'manifest.json').read_text())
+    assert manifest['steps'] >= 40 and manifest['won'] + manifest['lost'] >= 2
+    assert manifest['command'].startswith('python tools/train_sb3.py --name tiny')
+    policy, meta = load_policy(folder/'policy.safetensors')
+    assert policy(torch.zeros(1, 4, 84, 84)).shape == (1, 3)     # our Pong: 3 actions
+    with pytest.raises(SystemExit, match='exists: it is never overwritten'):
+        tool.main(args)

@@ -8,7 +8,8 @@ the Policies chapter (`atoms.policies.evaluate`: the points-won rate, *skill*, o
 `--eval-points` points), and training stops once skill reaches `--target` (or after
 `--max-steps` steps, or `--time-limit-s` seconds). The policy's weights are then stored in
 float16 (`atoms.sb3.save_policy`: the policy alone, no optimizer), the skill of those very
-weights is measured again over `--final-points` points on other games, and
+weights is measured again on other games, over `--final-points` points or 1,000 steps of 32 games
+(whichever comes first: a skilled agent's long rallies score few points), and
 `<out>/<name>/` receives `policy.safetensors`, `log.parquet` (the evaluations), `atoms.parquet`
 (the ATOM table of the stored policy on the game's committed evaluation set, by
 `atoms.model_atoms` with `policy.features_extractor.linear` as F_c, both LRP modes) and a manifest
@@ -105,7 +106,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument('--time-limit-s', type=float, default=float('inf'))
     p.add_argument('--eval-every', type=int, default=25_000)
     p.add_argument('--eval-points', type=int, default=200)
-    p.add_argument('--final-points', type=int, default=400)
+    p.add_argument('--final-points', type=int, default=400, help='points of the final evaluation (at most)')
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--out', type=Path, default=artifacts_dir()/'sb3')
     return p.parse_args(argv)
@@ -139,7 +140,7 @@ def main(argv=None):
     write_manifest(folder, 'python tools/train_sb3.py ' + shlex.join(sys.argv[1:] if argv is None
                                                                       else argv),
                    config, args.seed, stable_baselines3=stable_baselines3.__version__, **result)
-    print(f"{folder}: skill {result['skill']:.3f} over {args.final_points} points after "
+    print(f"{folder}: skill {result['skill']:.3f} over {result['won'] + result['lost']} points after "
           f"{result['steps']:,} steps, {wall / 60:.1f} min", flush=True)
 
 
