@@ -18,12 +18,12 @@ from .games import LABEL_COLOURS
 
 # %% auto #0
 __all__ = ['ATARI_LABELS', 'OCATARI_CATEGORIES', 'PONG_COLOURS', 'PONG_PALETTE', 'BOX_OBJECTS', 'BOX_SHAPES', 'PALETTE_IDS',
-           'BACKGROUND_WORD', 'PRECEDENCE', 'NO_PIXELS', 'ATARI_PONG', 'PONG_MOVES', 'AtariConfig',
-           'check_atari_config', 'new_ale', 'ram_boxes', 'box_centres', 'screen_objects', 'area_footprint',
-           'AreaLabels', 'NoopDraws', 'AtariPong', 'AtariPongVectorEnv', 'game_seeds', 'check_atari_actions',
-           'ale_states', 'restore_ale', 'noop_states', 'restore_noops', 'slot_pixels', 'restore_pixels',
-           'evaluate_atari', 'overlay', 'random_observation', 'show_atari_masks', 'label_rows', 'atari_tracker', 'grow',
-           'clear_stacks', 'make_atari_eval_set', 'show_eval_stacks']
+           'PRECEDENCE', 'NO_PIXELS', 'ATARI_PONG', 'PONG_MOVES', 'AtariConfig', 'check_atari_config', 'new_ale',
+           'ram_boxes', 'box_centres', 'screen_objects', 'area_footprint', 'AreaLabels', 'NoopDraws', 'AtariPong',
+           'AtariPongVectorEnv', 'game_seeds', 'check_atari_actions', 'ale_states', 'restore_ale', 'noop_states',
+           'restore_noops', 'slot_pixels', 'restore_pixels', 'evaluate_atari', 'overlay', 'random_observation',
+           'show_atari_masks', 'label_rows', 'atari_tracker', 'grow', 'clear_stacks', 'make_atari_eval_set',
+           'show_eval_stacks']
 
 # %% ../nbs/13_atari.ipynb #c005
 ATARI_LABELS = {'background': 0, 'agent_paddle': 1, 'opponent_paddle': 2, 'ball': 3}   # label ids
@@ -98,18 +98,14 @@ def box_centres(boxes, cfg: AtariConfig) -> np.ndarray:
 # %% ../nbs/13_atari.ipynb #c026
 PALETTE_IDS = np.zeros(256, np.uint8)                # palette index → label id (0: not an object)
 PALETTE_IDS[[PONG_PALETTE[name] for name in BOX_OBJECTS]] = [ATARI_LABELS[n] for n in BOX_OBJECTS]
-BACKGROUND_WORD = np.full(8, PONG_PALETTE['background'], np.uint8).view(np.uint64)[0]  # 8 of them
 
 # %% ../nbs/13_atari.ipynb #c028
 def screen_objects(screen, cfg: AtariConfig) -> tuple[np.ndarray, np.ndarray]:
     "Flat screen offsets (P,) and label ids (P,) of the object pixels in the playfield of `screen`."
     top, bottom = cfg.playfield
-    band = np.ascontiguousarray(screen[top:bottom]).reshape(-1)
-    words = (band.view(np.uint64) != BACKGROUND_WORD).nonzero()[0]   # 8 pixels at a time
-    eights = band.reshape(-1, 8)[words]
-    inner = (eights != PONG_PALETTE['background']).nonzero()
-    at = words[inner[0]] * 8 + inner[1]
-    ids = PALETTE_IDS[eights[inner]]
+    band = screen[top:bottom].reshape(-1)
+    at = (band != PONG_PALETTE['background']).nonzero()[0]
+    ids = PALETTE_IDS[band[at]]
     if not ids.all(): at, ids = at[ids > 0], ids[ids > 0]     # other colours: not objects
     return at + top * screen.shape[1], ids
 
@@ -137,22 +133,13 @@ class AreaLabels:
 
 # %% ../nbs/13_atari.ipynb #c039
 @patch_to(AreaLabels)
-def draw(self, pixels, out: np.ndarray) -> np.ndarray:
-    "Draw one label image per (offsets, ids) of `pixels` into C-contiguous `out` (N, size, size)."
-    if not out.flags.c_contiguous: raise ValueError('AreaLabels: out must be C-contiguous')
-    out.fill(0)
-    offsets, ids = (np.concatenate(part) for part in zip(*pixels))
-    image = np.repeat(np.arange(len(pixels)) * out[0].size, [len(ids) for _, ids in pixels])
-    flat, reach = out.reshape(-1), self.reach[offsets] + image[:, None]
-    for name in PRECEDENCE:
-        flat[reach[ids == ATARI_LABELS[name]]] = ATARI_LABELS[name]
-    return out
-
-@patch_to(AreaLabels)
 def __call__(self, offsets, ids, out: np.ndarray) -> np.ndarray:
     "Draw the pixels at flat screen `offsets` with label `ids` into C-contiguous `out`, return it."
     if not out.flags.c_contiguous: raise ValueError('AreaLabels: out must be C-contiguous')
-    self.draw([(offsets, ids)], out[None])
+    out.fill(0)
+    flat, reach = out.reshape(-1), self.reach[offsets]
+    for name in PRECEDENCE:
+        flat[reach[ids == ATARI_LABELS[name]]] = ATARI_LABELS[name]
     return out
 
 # %% ../nbs/13_atari.ipynb #c043
@@ -238,16 +225,11 @@ def frame(self, out: np.ndarray) -> np.ndarray:
 
 # %% ../nbs/13_atari.ipynb #c062
 @patch_to(AtariPong)
-def pool(self) -> tuple[np.ndarray, np.ndarray]:
-    "Pool the slots' object pixels: their union, kept in place in the newest slot, and returned."
+def label(self, out: np.ndarray) -> np.ndarray:
+    "Pool the slots' object pixels (their union, in place) and draw their label image into `out`."
     (off0, ids0), (off1, ids1) = self.pixels
     self.pixels[0] = np.concatenate([off0, off1]), np.concatenate([ids0, ids1])
-    return self.pixels[0]
-
-@patch_to(AtariPong)
-def label(self, out: np.ndarray) -> np.ndarray:
-    "Pool the slots' object pixels (`pool`) and draw their label image into `out`."
-    return self.area(*self.pool(), out)
+    return self.area(*self.pixels[0], out)
 
 # %% ../nbs/13_atari.ipynb #c065
 class AtariPongVectorEnv(VectorEnv):
@@ -260,8 +242,8 @@ class AtariPongVectorEnv(VectorEnv):
             raise ValueError(f'num_envs must be a positive int, got {num_envs!r}')
         self.cfg = config if config is not None else AtariConfig(**kw)
         self.num_envs, self.masks, self.labels = int(num_envs), masks, ATARI_LABELS
-        self.area = AreaLabels(self.cfg)
-        self.games = [AtariPong(self.cfg, masks, self.area) for _ in range(self.num_envs)]
+        area = AreaLabels(self.cfg)
+        self.games = [AtariPong(self.cfg, masks, area) for _ in range(self.num_envs)]
         self._seeded = False
         self._spaces()
         self._allocate()
@@ -283,7 +265,6 @@ def _allocate(self):
     c, n = self.cfg, self.num_envs
     self._obs = np.zeros((n, c.stack, c.size, c.size), np.uint8)
     self._label_stack = np.zeros_like(self._obs)
-    self._newest_labels = np.zeros((n, c.size, c.size), np.uint8)   # drawn at once, then stacked
     self._final = np.zeros_like(self._obs)             # info['final_obs'] (rows of ended games)
     self._rew, self._ret = np.zeros(n, np.float32), np.zeros(n)
     self._term, self._trunc = np.zeros(n, bool), np.zeros(n, bool)
@@ -358,9 +339,7 @@ def _play_games(self, actions):
         self._rew[i], self._term[i] = game.play(int(actions[i]))
         self._trunc[i] = game.frames >= self.cfg.max_frames and not self._term[i]
         game.frame(self._obs[i, -1])
-    if self.masks:                                     # every game's labels in one drawing
-        self._label_stack[:, -1] = self.area.draw([game.pool() for game in self.games],
-                                                  self._newest_labels)
+        if self.masks: game.label(self._label_stack[i, -1])
 
 # %% ../nbs/13_atari.ipynb #c084
 @patch_to(AtariPongVectorEnv)
