@@ -15,16 +15,20 @@ from .core import (begin_command, command_line, end_command, load_artifact, load
                         save_table)
 from .games import GameConfig, PongVectorEnv
 from .policies import greedy, load_checkpoint
-from .analysis import (check_listed_checkpoints, checkpoints_of, command_folder, eval_inputs,
-                            final_checkpoint, package_indices)
+from .analysis import (analysed_relevance_seed, check_listed_checkpoints, checkpoints_of,
+                            command_folder, eval_inputs, final_checkpoint, package_indices)
+from .attention import object_attention
+from .relevance import Mode, RelevanceSeed, explain
 from .phases import bootstrap_mean, pivot_atoms, rise_step
 
 # %% auto #0
-__all__ = ['KINDS', 'INTERVENE_MINIMA', 'INTERVENE_WRITES', 'INTERVENE_COLUMNS', 'free_grey', 'intervene_frames', 'log_policy',
-           'policy_kl', 'frame_effects', 'drawn_env', 'play_points', 'play_effects', 'InterveneConfig',
-           'check_intervene_config', 'chosen_checkpoints', 'intervene_folder', 'intervene_settings', 'sweep_inputs',
-           'start_intervene', 'checkpoint_effects', 'load_intervene_table', 'intervene', 'attention_and_effect',
-           'rank_correlations', 'permutation_p', 'within_object_association', 'attention_effect_lags', 'load_run_pairs']
+__all__ = ['KINDS', 'INTERVENE_MINIMA', 'INTERVENE_WRITES', 'INTERVENE_COLUMNS', 'FRAME_COLUMNS', 'free_grey', 'intervene_frames',
+           'log_policy', 'policy_kl', 'per_frame_effects', 'frame_effects', 'drawn_env', 'play_points', 'play_effects',
+           'InterveneConfig', 'check_intervene_config', 'chosen_checkpoints', 'intervene_folder', 'intervene_settings',
+           'sweep_inputs', 'start_intervene', 'checkpoint_effects', 'load_intervene_table', 'frame_attention',
+           'checkpoint_frames', 'pass1_seed_of', 'intervene', 'attention_and_effect', 'rank_correlations',
+           'permutation_p', 'within_object_association', 'within_checkpoint_association', 'attention_effect_lags',
+           'load_run_pairs', 'load_run_frames']
 
 # %% ../nbs/16_intervene.ipynb #c006
 KINDS = ('remove', 'recolour')   # paint the object as background / in a grey no object uses
@@ -63,22 +67,35 @@ def policy_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 # %% ../nbs/16_intervene.ipynb #c017
+def per_frame_effects(net, obs, labels,
+                      objects: dict,  # object name → label id (the background is skipped)
+                      greys,          # grey of each label id
+                      kinds=KINDS,    # the kinds of intervention
+                     ) -> pd.DataFrame:
+    "KL and greedy-action change (0 or 1) of every object × kind of intervention, frame by frame."
+    base, parts = log_policy(net, obs), []
+    for name, label in objects.items():
+        if name == 'background': continue
+        for kind in kinds:
+            moved = log_policy(net, intervene_frames(obs, labels, label, kind, greys))
+            parts.append(pd.DataFrame(dict(
+                object=name, kind=kind, frame=np.arange(len(base)),
+                kl=policy_kl(base, moved).numpy(),
+                action_change=(moved.argmax(-1) != base.argmax(-1)).double().numpy())))
+    return pd.concat(parts, ignore_index=True)
+
+# %% ../nbs/16_intervene.ipynb #c018
 def frame_effects(net, obs, labels,
                   objects: dict,  # object name → label id (the background is skipped)
                   greys,          # grey of each label id
+                  per_frame: pd.DataFrame | None = None,  # `per_frame_effects`, when already made
                  ) -> pd.DataFrame:
     "Mean KL and greedy-action change rate of each object × kind of intervention on the frames."
-    base, rows = log_policy(net, obs), []
-    for name, label in objects.items():
-        if name == 'background': continue
-        for kind in KINDS:
-            moved = log_policy(net, intervene_frames(obs, labels, label, kind, greys))
-            change = (moved.argmax(-1) != base.argmax(-1)).double().mean()
-            rows.append(dict(object=name, kind=kind, kl=float(policy_kl(base, moved).mean()),
-                             action_change=float(change)))
-    return pd.DataFrame(rows)
+    if per_frame is None: per_frame = per_frame_effects(net, obs, labels, objects, greys)
+    means = per_frame.groupby(['object', 'kind'], sort=False)[['kl', 'action_change']].mean()
+    return means.reset_index()
 
-# %% ../nbs/16_intervene.ipynb #c021
+# %% ../nbs/16_intervene.ipynb #c024
 def drawn_env(game: str,
               drawn: dict | None = None,  # object name → its grey (None: hidden)
               envs: int = 32,             # parallel games
@@ -90,7 +107,7 @@ def drawn_env(game: str,
     for name, grey in (drawn or {}).items(): env.draw_as(name, grey)
     return env
 
-# %% ../nbs/16_intervene.ipynb #c022
+# %% ../nbs/16_intervene.ipynb #c025
 @torch.no_grad()
 def play_points(policy,              # obs tensor → actions (tensor or array)
                 env: PongVectorEnv,  # the games to play
@@ -109,7 +126,7 @@ def play_points(policy,              # obs tensor → actions (tensor or array)
     skill = won / (won + lost) if won + lost else float('nan')
     return {'points_won_rate': skill, 'won': won, 'lost': lost}
 
-# %% ../nbs/16_intervene.ipynb #c025
+# %% ../nbs/16_intervene.ipynb #c028
 def play_effects(policy, game: str,
                  objects: list,        # object names to intervene on, one at a time
                  kinds=('remove',),    # kinds of intervention played (see `KINDS`)
@@ -129,7 +146,7 @@ def play_effects(policy, game: str,
                              base_lost=base['lost']))
     return pd.DataFrame(rows)
 
-# %% ../nbs/16_intervene.ipynb #c029
+# %% ../nbs/16_intervene.ipynb #c032
 @dataclass
 class InterveneConfig:
     "Remove or recolour each object at a spread of a run's checkpoints: effect on policy and skill."
@@ -145,7 +162,7 @@ class InterveneConfig:
     threads: int = 1  # torch CPU threads
     progress: bool = True  # show a progress bar
 
-# %% ../nbs/16_intervene.ipynb #c030
+# %% ../nbs/16_intervene.ipynb #c033
 INTERVENE_MINIMA = dict(checkpoints=1, points=1, envs=1, n_frames=1, threads=1)   # lowest values
 
 def check_intervene_config(cfg: InterveneConfig):
@@ -160,29 +177,30 @@ def check_intervene_config(cfg: InterveneConfig):
         raise ValueError(f'InterveneConfig.play_kinds: give kinds from {KINDS} once each, '
                          f'got {cfg.play_kinds}')
 
-# %% ../nbs/16_intervene.ipynb #c032
+# %% ../nbs/16_intervene.ipynb #c035
 def chosen_checkpoints(run, k: int) -> list[tuple[int, Path]]:
     "(step, path) of `k` checkpoints of `run`, evenly spread: the final always, the first if k > 1."
     ckpts = checkpoints_of(run)
     return [ckpts[i] for i in package_indices(len(ckpts), k)]
 
-# %% ../nbs/16_intervene.ipynb #c033
+# %% ../nbs/16_intervene.ipynb #c036
 def intervene_folder(cfg: InterveneConfig) -> Path:
     "The folder `cfg` writes to (see `command_folder` in the Analysis chapter)."
     out = Path(cfg.out) if cfg.out else Path(cfg.run)/'intervene'
     return command_folder('InterveneConfig.out', out, cfg.run, 'intervene')
 
-# %% ../nbs/16_intervene.ipynb #c036
-INTERVENE_WRITES = ('intervene.parquet',)   # the files `atoms intervene` writes
+# %% ../nbs/16_intervene.ipynb #c039
+INTERVENE_WRITES = ('intervene.parquet', 'frames.parquet')   # the files `atoms intervene` writes
 INTERVENE_COLUMNS = ['step', 'object', 'kind', 'kl', 'action_change', 'skill', 'skill_delta',
                      'won', 'lost', 'base_won', 'base_lost']   # the columns of intervene.parquet
+FRAME_COLUMNS = ['step', 'frame', 'object', 'attention', 'kl', 'action_change']  # frames.parquet
 
 def intervene_settings(cfg: InterveneConfig, final: Path) -> dict:
     "What changes the rows: every field but where and how fast, and the final checkpoint's name."
     skip = ('run', 'out', 'threads', 'progress')
     return {**{k: v for k, v in asdict(cfg).items() if k not in skip}, 'final': final.name}
 
-# %% ../nbs/16_intervene.ipynb #c038
+# %% ../nbs/16_intervene.ipynb #c041
 def sweep_inputs(cfg) -> tuple[Path, dict, list, tuple]:
     "Final checkpoint, config, chosen checkpoints and frames of `cfg.run` (fields of `cfg`)."
     run = Path(cfg.run)
@@ -192,7 +210,7 @@ def sweep_inputs(cfg) -> tuple[Path, dict, list, tuple]:
     _, meta = load_checkpoint(final, expect=config)
     return final, config, chosen, eval_inputs(meta, cfg.eval_dir, cfg.n_frames)
 
-# %% ../nbs/16_intervene.ipynb #c040
+# %% ../nbs/16_intervene.ipynb #c043
 def start_intervene(cfg: InterveneConfig) -> tuple[list, dict, tuple, Path]:
     "Check `cfg`, the run and its evaluation set, then begin: checkpoints, config, frames, folder."
     check_intervene_config(cfg)
@@ -201,47 +219,98 @@ def start_intervene(cfg: InterveneConfig) -> tuple[list, dict, tuple, Path]:
     begin_command(out, 'intervene', intervene_settings(cfg, final), INTERVENE_WRITES, create=True)
     return chosen, config, evalset, out
 
-# %% ../nbs/16_intervene.ipynb #c041
+# %% ../nbs/16_intervene.ipynb #c044
 def checkpoint_effects(net, step: int,
                        evalset: tuple,          # (obs, labels, objects), see `eval_inputs`
                        config: dict,            # the run's training config
                        cfg: InterveneConfig,
+                       per_frame: pd.DataFrame | None = None,  # its `per_frame_effects`, if made
                       ) -> pd.DataFrame:
     "The rows of one checkpoint: frame effects of every object × kind, play effects where played."
     obs, labels, objects = evalset
     game = config['game']
-    frames = frame_effects(net, obs, labels, objects, GameConfig(game=game).greys)
+    frames = frame_effects(net, obs, labels, objects, GameConfig(game=game).greys, per_frame)
     names = [o for o in objects if o != 'background']
     play = play_effects(greedy(net), game, names, cfg.play_kinds, cfg.points, cfg.seed,
                         envs=cfg.envs, frames=config['frames'], frame_skip=config['frame_skip'])
     rows = frames.merge(play, on=['object', 'kind'], how='left').assign(step=step)
     return rows[INTERVENE_COLUMNS]
 
-# %% ../nbs/16_intervene.ipynb #c042
-def load_intervene_table(out: Path) -> pd.DataFrame:
-    "The intervention table in `out`, or an empty one when there is none yet."
-    path = Path(out)/'intervene.parquet'
-    return load_table(path) if path.exists() else pd.DataFrame(columns=INTERVENE_COLUMNS)
+# %% ../nbs/16_intervene.ipynb #c045
+def load_intervene_table(out: Path,
+                         name: str = 'intervene.parquet',  # or frames.parquet
+                        ) -> pd.DataFrame:
+    "A table of the sweep in `out`, or an empty one when there is none yet."
+    path = Path(out)/name
+    columns = INTERVENE_COLUMNS if name == 'intervene.parquet' else FRAME_COLUMNS
+    return load_table(path) if path.exists() else pd.DataFrame(columns=columns)
 
-# %% ../nbs/16_intervene.ipynb #c043
+# %% ../nbs/16_intervene.ipynb #c047
+def frame_attention(net, obs, labels,
+                    objects: dict,                                # object name → label id
+                    relevance_seed: str = RelevanceSeed.SOFTMAX,  # the pass-1 seed
+                    frames_per_chunk: int = 16,                   # frames explained at once
+                   ) -> np.ndarray:
+    "Each frame's normalised hierarchical attention (X, G), objects in order; NaN where absent."
+    parts = []
+    for a in range(0, len(obs), frames_per_chunk):
+        x, lab = obs[a:a + frames_per_chunk], np.asarray(labels[a:a + frames_per_chunk])
+        e = explain(net, torch.as_tensor(np.asarray(x)), 'lrp', mode=Mode.TWO_PASS,
+                    relevance_seed=relevance_seed)
+        att = object_attention(e.pixel_relevance, lab, objects)          # (x, K, G)
+        parts.append((e.neuron_relevance.numpy().astype(np.float64)[..., None] * att).sum(1))
+    h = np.concatenate(parts)
+    total = np.nansum(h, 1, keepdims=True)
+    return np.divide(h, total, out=np.full_like(h, np.nan), where=total != 0)
+
+# %% ../nbs/16_intervene.ipynb #c050
+def checkpoint_frames(net, step: int,
+                      evalset: tuple,           # (obs, labels, objects), see `eval_inputs`
+                      per_frame: pd.DataFrame,  # its `per_frame_effects`
+                      relevance_seed: str = RelevanceSeed.SOFTMAX,  # the analysis's pass-1 seed
+                     ) -> pd.DataFrame:
+    "Rows of one checkpoint, per frame × object: its attention and the effect of removing it."
+    obs, labels, objects = evalset
+    att = frame_attention(net, obs, labels, objects, relevance_seed)
+    names = list(objects)
+    removed = per_frame[per_frame['kind'] == 'remove']
+    rows = removed.assign(step=step, attention=att[removed['frame'].to_numpy(),
+                                                    [names.index(o) for o in removed['object']]])
+    return rows[FRAME_COLUMNS].astype({'step': 'int64', 'frame': 'int16', 'attention': 'float32',
+                                       'kl': 'float32', 'action_change': 'bool'})
+
+# %% ../nbs/16_intervene.ipynb #c052
+def pass1_seed_of(run) -> str:
+    "The pass-1 seed of the run's analysis, or the default for a run not analysed yet."
+    return (analysed_relevance_seed(run) if (Path(run)/'atoms.parquet').exists()
+            else RelevanceSeed.SOFTMAX)
+
 def intervene(cfg: InterveneConfig) -> Path:
     "Intervene at the chosen checkpoints of `cfg.run` (resumable); returns the table's path."
     chosen, config, evalset, out = start_intervene(cfg)
     torch.set_num_threads(cfg.threads)
-    table = load_intervene_table(out)
-    todo = [(s, p) for s, p in chosen if s not in set(table['step'])]
+    table, frames = load_intervene_table(out), load_intervene_table(out, 'frames.parquet')
+    done, framed = set(table['step']), set(frames['step'])
+    todo = [(s, p) for s, p in chosen if s not in done or s not in framed]
+    greys, seed = GameConfig(game=config['game']).greys, pass1_seed_of(cfg.run)
     for step, path in tqdm(todo, desc=f'intervene {Path(cfg.run).name}', unit='ckpt',
                            disable=not cfg.progress):
-        rows = checkpoint_effects(load_checkpoint(path, expect=config)[0], step, evalset, config,
-                                  cfg)
-        table = pd.concat([t for t in (table, rows) if len(t)], ignore_index=True)
-        save_table(table, out/'intervene.parquet')       # a finished checkpoint survives a kill
+        net = load_checkpoint(path, expect=config)[0]
+        per_frame = per_frame_effects(net, evalset[0], evalset[1], evalset[2], greys)
+        if step not in done:
+            rows = checkpoint_effects(net, step, evalset, config, cfg, per_frame=per_frame)
+            table = pd.concat([t for t in (table, rows) if len(t)], ignore_index=True)
+            save_table(table, out/'intervene.parquet')   # a finished checkpoint survives a kill
+        if step not in framed:
+            rows = checkpoint_frames(net, step, evalset, per_frame, seed)
+            frames = pd.concat([t for t in (frames, rows) if len(t)], ignore_index=True)
+            save_table(frames, out/'frames.parquet')
     end_command(out, 'intervene', command_line('atoms intervene', cfg, skip=('progress',)),
                 config=asdict(cfg), seed=config['seed'], checkpoint=str(chosen[-1][1]),
-                steps=[s for s, _ in chosen], game=config['game'])
+                steps=[s for s, _ in chosen], game=config['game'], relevance_seed=seed)
     return out/'intervene.parquet'
 
-# %% ../nbs/16_intervene.ipynb #c047
+# %% ../nbs/16_intervene.ipynb #c056
 def attention_and_effect(atoms: pd.DataFrame,       # a run's tidy ATOM table
                          intervened: pd.DataFrame,  # its intervention table
                          effect: str = 'kl',        # an effect column: kl, action_change, ...
@@ -255,7 +324,7 @@ def attention_and_effect(atoms: pd.DataFrame,       # a run's tidy ATOM table
     rows = chosen[['step', 'object', effect]].rename(columns={effect: 'effect'})
     return rows.merge(attention, on=['step', 'object']).astype({'step': 'int64'})
 
-# %% ../nbs/16_intervene.ipynb #c050
+# %% ../nbs/16_intervene.ipynb #c059
 def rank_correlations(x: np.ndarray,   # (n,) attention at n checkpoints
                       ys: np.ndarray,  # (k, n) k versions of the effects (e.g. permuted)
                      ) -> np.ndarray:
@@ -265,7 +334,7 @@ def rank_correlations(x: np.ndarray,   # (n,) attention at n checkpoints
     norm = np.sqrt((rx**2).sum() * (rys**2).sum(-1))
     return np.divide(rys @ rx, norm, out=np.full(len(rys), np.nan), where=norm > 0)
 
-# %% ../nbs/16_intervene.ipynb #c052
+# %% ../nbs/16_intervene.ipynb #c061
 def permutation_p(groups: list,             # (attention, effect) arrays of each run
                   n_permutations: int = 2000,
                   seed: int = 0) -> tuple[float, float]:
@@ -280,7 +349,7 @@ def permutation_p(groups: list,             # (attention, effect) arrays of each
     extreme = (np.abs(null) >= abs(mean) - 1e-12).sum()
     return float(mean), float((1 + extreme) / (1 + n_permutations))
 
-# %% ../nbs/16_intervene.ipynb #c055
+# %% ../nbs/16_intervene.ipynb #c064
 def within_object_association(pairs: pd.DataFrame,  # `attention_and_effect` rows with a `run`
                               n_permutations: int = 2000,
                               confidence: float = 0.95,
@@ -297,7 +366,40 @@ def within_object_association(pairs: pd.DataFrame,  # `attention_and_effect` row
                          ci_low=ci['ci_low'], ci_high=ci['ci_high'], p_value=p))
     return pd.DataFrame(rows)
 
-# %% ../nbs/16_intervene.ipynb #c059
+# %% ../nbs/16_intervene.ipynb #c068
+def within_checkpoint_association(frames: pd.DataFrame,  # `frames.parquet` rows with a `run`
+                                  effect: str = 'kl',     # an effect column of `frames`
+                                  min_frames: int = 10,   # fewer frames with the object: skipped
+                                  n_permutations: int = 2000,
+                                  confidence: float = 0.95,
+                                  seed: int = 0) -> pd.DataFrame:
+    "Per object: mean over runs of the mean over checkpoints of ρ(attention, effect) across frames."
+    rng, rows = np.random.default_rng(seed), []
+    present = frames[np.isfinite(frames['attention'])]
+    for name, of_object in present.groupby('object', sort=False):
+        observed, null, n_steps = [], [], 0
+        for _, of_run in of_object.groupby('run'):
+            obs_run, null_run = [], []
+            for _, g in of_run.groupby('step'):
+                if len(g) < min_frames: continue
+                x, y = g['attention'].to_numpy(float), g[effect].to_numpy(float)
+                shuffled = np.stack([rng.permutation(y) for _ in range(n_permutations)])
+                obs_run.append(rank_correlations(x, y[None])[0])
+                null_run.append(rank_correlations(x, shuffled))
+            if not obs_run or np.isnan(obs_run).all(): continue
+            n_steps += len(obs_run)
+            observed.append(np.nanmean(obs_run))
+            null.append(np.nanmean(np.stack(null_run), 0))
+        if not observed: continue
+        mean, null = float(np.mean(observed)), np.nanmean(np.stack(null), 0)
+        p = (1 + (np.abs(null) >= abs(mean) - 1e-12).sum()) / (1 + n_permutations)
+        ci = bootstrap_mean(observed, confidence=confidence, seed=seed)
+        rows.append(dict(object=name, runs=len(observed), checkpoints=n_steps,
+                         frames=len(of_object), rho=mean, ci_low=ci['ci_low'],
+                         ci_high=ci['ci_high'], p_value=float(p)))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/16_intervene.ipynb #c072
 def attention_effect_lags(atoms_wide: pd.DataFrame,  # attention: a row per step, a column each
                           effects: pd.DataFrame,     # effects: a row per intervened step, same
                           effect_edge: int = 2,      # checkpoints averaged at the effect's ends
@@ -313,7 +415,7 @@ def attention_effect_lags(atoms_wide: pd.DataFrame,  # attention: a row per step
         rows.append(dict(object=name, attention_step=attention, effect_step=effect, lag=lag))
     return pd.DataFrame(rows)
 
-# %% ../nbs/16_intervene.ipynb #c063
+# %% ../nbs/16_intervene.ipynb #c076
 def load_run_pairs(run,              # a run or package folder with atoms.parquet and intervene/
                    **kw) -> pd.DataFrame:
     "`attention_and_effect` rows of a run from its verified tables, with the run's name."
@@ -321,3 +423,9 @@ def load_run_pairs(run,              # a run or package folder with atoms.parque
     atoms, intervened = load_artifact(run, 'atoms.parquet'), load_artifact(run/'intervene',
                                                                            'intervene.parquet')
     return attention_and_effect(atoms, intervened, **kw).assign(run=run.name)
+
+# %% ../nbs/16_intervene.ipynb #c079
+def load_run_frames(run) -> pd.DataFrame:
+    "The run's `frames.parquet` (verified) with the run's name, for `within_checkpoint_association`."
+    run = Path(run)
+    return load_artifact(run/'intervene', 'frames.parquet').assign(run=run.name)

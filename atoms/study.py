@@ -240,8 +240,9 @@ def crosseval_done(cc: CrossEvalConfig) -> bool:
 
 # %% ../nbs/11_study.ipynb #c060
 def intervene_done(ic: InterveneConfig) -> bool:
-    "Whether the run was intervened on, up to its final checkpoint, with these settings."
-    return final_step_done(ic, 'intervene')
+    "Whether the run was intervened on, to its final checkpoint, with these settings (frames too)."
+    frames = manifest_of(ic.out or Path(ic.run)/'intervene').get('files', {})
+    return final_step_done(ic, 'intervene') and 'frames.parquet' in frames
 
 # %% ../nbs/11_study.ipynb #c062
 def robustness_done(rc: RobustnessConfig) -> bool:
@@ -251,7 +252,7 @@ def robustness_done(rc: RobustnessConfig) -> bool:
 # %% ../nbs/11_study.ipynb #c065
 PACKAGED_TABLES = ('log.parquet', 'atoms.parquet', 'dbdt/dbdt.parquet',
                    'crosseval/crosseval.parquet',
-                   'intervene/intervene.parquet',
+                   'intervene/intervene.parquet', 'intervene/frames.parquet',
                    'robustness/robustness.parquet')   # a package must hold the run's current ones
 
 def package_done(pc: PackageConfig) -> bool:

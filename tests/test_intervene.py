@@ -125,9 +125,32 @@ def test_sweep_rows_resume_and_refuse_other_settings(run, made, monkeypatch):
     m = read_manifest(run/'intervene')
     assert m['commands']['intervene']['in_progress'] is False and m['steps'] == steps
     assert load_artifact(run/'intervene', 'intervene.parquet').equals(table)
+    frames = load_artifact(run/'intervene', 'frames.parquet')        # per frame, removal only
+    assert len(frames) == len(steps) * 6 * 3 and sorted(frames.step.unique()) == steps
+    removed = table[table.kind == 'remove'].set_index(['step', 'object']).kl
+    np.testing.assert_allclose(frames.groupby(['step', 'object']).kl.mean(), removed.sort_index(), rtol=1e-5)
+    shares = frames.groupby(['step', 'frame']).attention.sum()      # each frame's, less the background's
+    assert ((shares > 0) & (shares <= 1 + 1e-6)).all()
     before = folder_hashes(run)
     with pytest.raises(Exception, match='other settings'): intervene(small(run, made, points=8))
     assert folder_hashes(run) == before
+
+
+def test_a_sweep_without_frames_gains_them_without_replaying(run, made, monkeypatch):
+    import atoms.intervene as iv
+    from atoms.core import save_manifest
+    table = pd.read_parquet(intervene(small(run, made)))
+    frames = pd.read_parquet(run/'intervene'/'frames.parquet')
+    (run/'intervene'/'frames.parquet').unlink()              # as a sweep made before frames.parquet
+    m = read_manifest(run/'intervene')
+    m['files'].pop('frames.parquet')
+    m['commands']['intervene']['writes'] = ['intervene.parquet']
+    save_manifest(run/'intervene', m)
+    def no_play(*args, **kw): raise AssertionError('play redone')
+    monkeypatch.setattr(iv, 'checkpoint_effects', no_play)
+    intervene(small(run, made))
+    pd.testing.assert_frame_equal(pd.read_parquet(run/'intervene'/'intervene.parquet'), table)
+    pd.testing.assert_frame_equal(load_artifact(run/'intervene', 'frames.parquet'), frames)
 
 
 def test_final_checkpoint_always_chosen(run, made):
@@ -172,3 +195,4 @@ def test_package_copies_the_interventions_and_study_step_is_done(run, made, tmp_
     dest = package_run(PackageConfig(str(run), checkpoints=0, out=str(tmp_path/'pkg')))
     table = load_artifact(dest/'intervene', 'intervene.parquet')
     assert len(table) == 2 * 3 * len(KINDS)
+    assert len(load_artifact(dest/'intervene', 'frames.parquet')) == 2 * 4 * 3
