@@ -397,7 +397,8 @@ def within_checkpoint_association(frames: pd.DataFrame,  # `frames.parquet` rows
         rows.append(dict(object=name, runs=len(observed), checkpoints=n_steps,
                          frames=len(of_object), rho=mean, ci_low=ci['ci_low'],
                          ci_high=ci['ci_high'], p_value=float(p)))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=['object', 'runs', 'checkpoints', 'frames', 'rho', 'ci_low',
+                                       'ci_high', 'p_value'])
 
 # %% ../nbs/16_intervene.ipynb #c072
 def attention_effect_lags(atoms_wide: pd.DataFrame,  # attention: a row per step, a column each
