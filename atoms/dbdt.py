@@ -32,7 +32,7 @@ __all__ = ['BALL_LABELS', 'CONDITIONS', 'DISTINCT_BEHAVIOUR', 'ATTENTION_PREDICT
            'measure_hits', 'rate_row', 'summarise', 'ball_values', 'scene_objects', 'trial_attention', 'usable_trials',
            'bootstrap_correlation', 'attention_behaviour', 'logistic_fit', 'logit_design', 'attention_logit',
            'proportion_tests', 'distinct_behaviour_test', 'one_sided_p', 'attention_predicts_test', 'agent_parts',
-           'with_agent_parts', 'with_condition', 'distinct_behaviour_claim', 'attention_predicts_claim',
+           'with_agent_parts', 'with_condition', 'seeds_p_text', 'distinct_behaviour_claim', 'attention_predicts_claim',
            'condition_counts', 'grey_control_rows', 'preference', 'grey_cue', 'grey_control_table',
            'beyond_brightness_test', 'beyond_brightness_claim', 'dbdt_runs', 'read_dbdt', 'dbdt_tables',
            'behaviour_claims', 'chart_rows', 'dbdt_chart', 'kind_name', 'seed_rates', 'seed_rates_chart', 'DBDTConfig',
@@ -564,7 +564,8 @@ DISTINCT_BEHAVIOUR = Criterion(
           "on, also Welch's t-test (one-sided) on the per-seed shares"),
     threshold='p < 0.05 (in both tests, where both apply)',
     holds='Target-trained agents follow the target more often than pong-trained agents',
-    fails='Target-trained agents follow the target no more often than pong-trained agents',
+    fails=('Target-trained agents are not shown to follow the target more often than '
+           'pong-trained agents'),
     revised=('yes: the single-seed rule asked for non-overlapping Wilson intervals, which '
              '0.885 [0.833, 0.922] against 0.795 [0.734, 0.845] failed although the same counts '
              'give z = 2.45 in a two-proportion test: non-overlap is a far stricter demand than '
@@ -668,6 +669,11 @@ def with_condition(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 # %% ../nbs/10_dbdt.ipynb #c163
+def seeds_p_text(result: dict) -> str:
+    "'; per-seed Welch t-test p = …' where `proportion_tests` ran it (2 seeds per group on)."
+    return (f"; per-seed shares, Welch's t-test p = {result['p_seeds']:.2g}"
+            if np.isfinite(result.get('p_seeds', np.nan)) else '')
+
 def distinct_behaviour_claim(summary: pd.DataFrame,  # `summarise` rows of every agent
                              algo: str = 'a2c', chapter: str = '') -> tuple[dict, dict]:
     "The distinct-behaviour claim: target- against pong-trained agents, following the target."
@@ -680,7 +686,7 @@ def distinct_behaviour_claim(summary: pd.DataFrame,  # `summarise` rows of every
                                      rows[rows.trained == 'pong'])
     measured = (f"follows the target in {result['rate']:.1%} of scenes (target-trained) against "
                 f"{result['baseline_rate']:.1%} (pong-trained): z = {result['z']:.2f}, "
-                f"p = {result['p']:.2g}")
+                f"p = {result['p']:.2g}" + seeds_p_text(result))
     return claim_row(DISTINCT_BEHAVIOUR, result, measured, chapter), result
 
 # %% ../nbs/10_dbdt.ipynb #c165
@@ -766,7 +772,8 @@ BEYOND_BRIGHTNESS = Criterion(
     threshold=('p < 0.05 (in both tests, where both apply); agents without swapped-grey scenes '
                'do not count'),
     holds='Target-trained agents follow the target beyond brightness and familiarity',
-    fails='Target-trained agents follow the bright ball no more often than pong-trained agents',
+    fails=('Target-trained agents are not shown to follow the bright ball more often than '
+           'pong-trained agents'),
     revised='no: stated before any swapped-grey scene of a trained agent was played.')
 
 # %% ../nbs/10_dbdt.ipynb #c187
@@ -790,7 +797,8 @@ def beyond_brightness_claim(summary: pd.DataFrame,  # `summarise` rows of every 
                                     rows[rows.trained == baseline])
     measured = (f"follows the bright ball in {result['rate']:.1%} of scenes, both greys "
                 f"(target-trained) against {result['baseline_rate']:.1%} ({baseline}-trained): "
-                f"z = {result['z']:.2f}, p = {result['p']:.2g}" if result['n_seeds'] else
+                f"z = {result['z']:.2f}, p = {result['p']:.2g}" + seeds_p_text(result)
+                if result['n_seeds'] else
                 'no swapped-grey scenes in the DBDT tables yet')
     return claim_row(BEYOND_BRIGHTNESS, result, measured, chapter), result
 

@@ -389,18 +389,19 @@ def test_committed_tables_are_what_the_code_produces(tmp_path):
     "`atoms dbdt` on a committed run gives its committed tables: behaviour exactly, attention to 1e-5."
     run = artifacts_dir()/'runs'/'pong__a2c__1'
     if not (run/'dbdt'/'manifest.json').exists(): pytest.skip('no committed DBDT tables for pong__a2c__1')
-    out = dbdt(DBDTConfig(str(run), out=str(tmp_path), relevance_seed='output', progress=False))
-    def normal(table):                                                   # the committed tables' scenes
-        table = with_condition(table)
-        return table[table.condition == 'normal'].drop(columns='condition').reset_index(drop=True)
-    def committed(name): return load_table(run/'dbdt'/name).drop(columns='condition', errors='ignore')
+    seed = read_manifest(run/'dbdt')['config'].get('relevance_seed', 'output')   # 'output' before it was recorded
+    out = dbdt(DBDTConfig(str(run), out=str(tmp_path), relevance_seed=seed, progress=False))
+    def committed(name): return with_condition(load_table(run/'dbdt'/name))   # older: training greys only
+    def ours(name):
+        table = with_condition(load_table(out/name))
+        return table[table.condition.isin(set(committed(name).condition))].reset_index(drop=True)
     for name in ('dbdt.parquet', 'dbdt_summary.parquet', 'dbdt_attention.parquet'):
-        pd.testing.assert_frame_equal(normal(load_table(out/name)), committed(name), check_exact=False, rtol=0, atol=1e-5)
-    new, old = normal(load_table(out/'dbdt.parquet')), committed('dbdt.parquet')
+        pd.testing.assert_frame_equal(ours(name), committed(name), check_exact=False, rtol=0, atol=1e-5)
+    new, old = ours('dbdt.parquet'), committed('dbdt.parquet')
     behaviour = [c for c in old.columns if not c.startswith(('hierarchical_norm', 'share_pos'))]
     pd.testing.assert_frame_equal(new[behaviour], old[behaviour], check_exact=True)
-    pd.testing.assert_frame_equal(normal(load_table(out/'dbdt_summary.parquet')),   # statsmodels' Wilson
-                                  committed('dbdt_summary.parquet'),                 # differs ~1e-16
+    pd.testing.assert_frame_equal(ours('dbdt_summary.parquet'),                  # statsmodels' Wilson
+                                  committed('dbdt_summary.parquet'),  # differs ~1e-16
                                   check_exact=False, rtol=0, atol=1e-12)
     assert set(load_table(out/'dbdt.parquet').condition) == set(CONDITIONS)
 
