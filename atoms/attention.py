@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SUBSET_SEP', 'OBJECT_COLOURS', 'METRICS', 'label_index', 'relevant_neurons', 'object_attention', 'hierarchical_from',
-           'hierarchical_attention', 'normalise', 'ranking', 'subsets', 'subset_name', 'combinatorial_from',
-           'combinatorial_attention', 'combine_maps', 'skipped_frames', 'relevance_share', 'colour_scale', 'Metric',
-           'atoms_rows', 'atoms_table']
+__all__ = ['SUBSET_SEP', 'OBJECT_COLOURS', 'METRICS', 'label_index', 'relevant_neurons', 'object_attention', 'hierarchical_terms',
+           'hierarchical_from', 'hierarchical_attention', 'normalise', 'ranking', 'subsets', 'subset_name',
+           'combinatorial_from', 'combinatorial_attention', 'combine_maps', 'skipped_frames', 'relevance_share',
+           'colour_scale', 'Metric', 'atoms_rows', 'atoms_table']
 
 # %% ../nbs/06_attention.ipynb #c005
 def _as_numpy(a, dtype=None) -> np.ndarray:
@@ -134,14 +134,21 @@ def object_attention(pixel_relevance, labels, objects: dict,
     return out
 
 # %% ../nbs/06_attention.ipynb #c025
-def hierarchical_from(neuron_relevance, object_att, names) -> dict:
-    "h(g) from R_k (X, K) and R̄ (X, K, G): dict name -> h."
+def hierarchical_terms(neuron_relevance, object_att) -> np.ndarray:
+    "Each frame's term of h: Σ_k R_k(x) R̄_g^k(x), an (X, G) array from R_k (X, K) and R̄ (X, K, G)."
     nr = _as_numpy(neuron_relevance, np.float64)
     oa = _as_numpy(object_att, np.float64)
-    if oa.shape != (*nr.shape, len(names)):
-        raise ValueError(f'object_att must have shape {(*nr.shape, len(names))}, got {oa.shape}')
-    h = (nr[..., None] * oa).sum(1).mean(0)
-    return dict(zip(names, h.tolist()))
+    if oa.shape[:-1] != nr.shape:
+        raise ValueError(f'object_att must have shape {(*nr.shape, oa.shape[-1])}, got {oa.shape}')
+    return (nr[..., None] * oa).sum(1)
+
+def hierarchical_from(neuron_relevance, object_att, names) -> dict:
+    "h(g) from R_k (X, K) and R̄ (X, K, G): dict name -> h, the mean of the frames' terms."
+    oa = _as_numpy(object_att, np.float64)
+    if oa.shape[-1:] != (len(names),):
+        raise ValueError(f'object_att must have shape {(*oa.shape[:-1], len(names))}, '
+                         f'got {oa.shape}')
+    return dict(zip(names, hierarchical_terms(neuron_relevance, oa).mean(0).tolist()))
 
 # %% ../nbs/06_attention.ipynb #c028
 def hierarchical_attention(neuron_relevance, pixel_relevance, labels, objects: dict) -> dict:

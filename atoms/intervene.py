@@ -17,7 +17,7 @@ from .games import GameConfig, PongVectorEnv
 from .policies import greedy, load_checkpoint
 from .analysis import (analysed_relevance_seed, check_listed_checkpoints, checkpoints_of,
                             command_folder, eval_inputs, final_checkpoint, package_indices)
-from .attention import object_attention
+from .attention import hierarchical_terms, object_attention
 from .relevance import Mode, RelevanceSeed, explain
 from .phases import bootstrap_mean, pivot_atoms, rise_step
 
@@ -257,8 +257,8 @@ def frame_attention(net, obs, labels,
         x, lab = obs[a:a + frames_per_chunk], np.asarray(labels[a:a + frames_per_chunk])
         e = explain(net, torch.as_tensor(np.asarray(x)), 'lrp', mode=Mode.TWO_PASS,
                     relevance_seed=relevance_seed)
-        att = object_attention(e.pixel_relevance, lab, objects)          # (x, K, G)
-        parts.append((e.neuron_relevance.numpy().astype(np.float64)[..., None] * att).sum(1))
+        parts.append(hierarchical_terms(e.neuron_relevance,
+                                        object_attention(e.pixel_relevance, lab, objects)))
     h = np.concatenate(parts)
     total = np.nansum(h, 1, keepdims=True)
     return np.divide(h, total, out=np.full_like(h, np.nan), where=total != 0)
