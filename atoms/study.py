@@ -28,8 +28,8 @@ __all__ = ['StepName', 'NETS', 'KEPT_SEED', 'PACKAGED_TABLES', 'STEPS', 'StudyCo
            'intervene_config', 'robustness_config', 'package_config', 'same_config', 'manifest_of', 'train_done',
            'analyse_done', 'command_finished', 'dbdt_done', 'final_step_done', 'crosseval_done', 'intervene_done',
            'robustness_done', 'package_done', 'Step', 'steps_of', 'step_named', 'capture', 'run_lock', 'run_step',
-           'pending', 'check_run_folder', 'connect', 'disconnect', 'submit', 'dask_failure', 'collect', 'report',
-           'study']
+           'pending', 'untrained', 'check_run_folder', 'connect', 'disconnect', 'submit', 'dask_failure', 'collect',
+           'report', 'study']
 
 # %% ../nbs/11_study.ipynb #c005
 StepName = Literal['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'robustness',
@@ -337,6 +337,14 @@ def pending(cfg: StudyConfig, key: RunKey) -> tuple[list[str], list[str]]:
     return [s.name for s in steps[:first]], [s.name for s in steps[first:]]
 
 # %% ../nbs/11_study.ipynb #c088
+def untrained(cfg: StudyConfig, key: RunKey, todo: list[str]) -> list[dict]:
+    "Blocked rows for the steps `todo` of a run that `cfg.steps` cannot train and that is untrained."
+    if not todo or 'train' in cfg.steps or train_done(train_config(cfg, key)): return []
+    return [dict(run=key.name, step=n, status='blocked', seconds=0.0,
+                 error='train did not finish (add train to --steps)',
+                 log=str(log_file(cfg, key, n))) for n in todo]
+
+# %% ../nbs/11_study.ipynb #c091
 def check_run_folder(cfg: StudyConfig, key: RunKey):
     "Refuse a run folder that holds a run made with another config."
     tc = train_config(cfg, key)
@@ -349,7 +357,7 @@ def check_run_folder(cfg: StudyConfig, key: RunKey):
                               f'config ({diff[0]}: {old[diff[0]]!r} there, {new.get(diff[0])!r} '
                               'here); use another runs_root or delete that folder')
 
-# %% ../nbs/11_study.ipynb #c091
+# %% ../nbs/11_study.ipynb #c094
 def connect(cfg: StudyConfig) -> Client:
     "A client of the scheduler at `cfg.scheduler`, or of a new LocalCluster sized to the machine."
     from distributed import Client, LocalCluster  # lazy: 1.5 s to import; only `study` needs it
@@ -362,14 +370,14 @@ def connect(cfg: StudyConfig) -> Client:
         raise ValueError(f'StudyConfig.scheduler: cannot reach {cfg.scheduler} within '
                          f'{cfg.connect_timeout_s:g} s') from None
 
-# %% ../nbs/11_study.ipynb #c093
+# %% ../nbs/11_study.ipynb #c096
 def disconnect(client: Client):
     "Close the client, and its cluster where the study started one."
     cluster = client.cluster
     client.close()
     if cluster is not None: cluster.close()
 
-# %% ../nbs/11_study.ipynb #c096
+# %% ../nbs/11_study.ipynb #c099
 def submit(client: Client, cfg: StudyConfig, key: RunKey, names: list[str]) -> dict:
     "Submit steps `names` of a run, each after the one before; returns {future: its base status}."
     futures, upstream = {}, None
@@ -379,14 +387,14 @@ def submit(client: Client, cfg: StudyConfig, key: RunKey, names: list[str]) -> d
         futures[upstream] = dict(run=key.name, step=name, log=str(log_file(cfg, key, name)))
     return futures
 
-# %% ../nbs/11_study.ipynb #c099
+# %% ../nbs/11_study.ipynb #c102
 def dask_failure(base: dict, error) -> dict:
     "The status of a task Dask could not finish; `error` is (type, exception, traceback) or one."
     exc = error[1] if isinstance(error, tuple) else error
     return {**base, 'status': 'failed', 'seconds': 0.0,
             'error': f'{type(exc).__name__}: {exc}'.splitlines()[0][:300]}
 
-# %% ../nbs/11_study.ipynb #c102
+# %% ../nbs/11_study.ipynb #c105
 def collect(client: Client, futures: dict, bar) -> list[dict]:
     "Wait on `client`'s loop for every future in `futures`, ticking `bar`; one status each."
     from distributed import as_completed  # lazy: see `connect`
@@ -397,7 +405,7 @@ def collect(client: Client, futures: dict, bar) -> list[dict]:
         bar.update()
     return out
 
-# %% ../nbs/11_study.ipynb #c105
+# %% ../nbs/11_study.ipynb #c108
 def report(table: pd.DataFrame) -> str:
     "A summary line of a study's statuses, then one line per step that did not finish."
     counts = table['status'].value_counts()
@@ -406,7 +414,7 @@ def report(table: pd.DataFrame) -> str:
         lines.append(f'{r.status}: {r.run} {r.step}: {r.error} (log: {r.log})')
     return '\n'.join(lines)
 
-# %% ../nbs/11_study.ipynb #c108
+# %% ../nbs/11_study.ipynb #c111
 def study(cfg: StudyConfig) -> pd.DataFrame:
     "Run every step of every run of the study on Dask, skipping finished ones; one row per step."
     keys = expand(validate(cfg))
@@ -414,11 +422,14 @@ def study(cfg: StudyConfig) -> pd.DataFrame:
     plans = {key: pending(cfg, key) for key in keys}
     rows = [dict(run=k.name, step=n, status='skipped', seconds=0.0, error='',
                  log=str(log_file(cfg, k, n))) for k, (done, _) in plans.items() for n in done]
+    blocked = {key: untrained(cfg, key, todo) for key, (_, todo) in plans.items()}
+    rows += [r for b in blocked.values() for r in b]
     total = sum(len(done) + len(todo) for done, todo in plans.values())
     client = connect(cfg)
     try:
         futures = {}
-        for key, (_, todo) in plans.items(): futures.update(submit(client, cfg, key, todo))
+        for key, (_, todo) in plans.items():
+            if not blocked[key]: futures.update(submit(client, cfg, key, todo))
         with tqdm(total=total, initial=len(rows), unit='step', desc='study', smoothing=0,
                   disable=not cfg.progress) as bar:
             rows += collect(client, futures, bar)
