@@ -672,6 +672,7 @@ class Criterion:
     fails: str           # the finding, stated as a heading, when it is not
     min_seeds: int = 1   # seeds per game the test needs for a verdict
     revised: str = ''    # how the rule changed after the single-seed results were seen, and why
+    per: str = 'game'    # what the seeds are counted per: a game, or an algorithm
 
 # %% ../nbs/09_phases.ipynb #c135
 def verdict(passed: bool, n_seeds: int, min_seeds: int = 1) -> str:
@@ -692,7 +693,7 @@ def criterion_markdown(criterion: Criterion) -> str:
     "The text of a criterion's admonition: test, threshold, seeds needed, and any revision."
     revised = criterion.revised or 'no: stated before any result was seen.'
     return (f'**Test.** {criterion.test}\n\n**Threshold.** {criterion.threshold}\n\n'
-            f'**Seeds needed for a verdict.** {criterion.min_seeds} per game.\n\n'
+            f'**Seeds needed for a verdict.** {criterion.min_seeds} per {criterion.per}.\n\n'
             f'**Revised after the single-seed results?** {revised}')
 
 # %% ../nbs/09_phases.ipynb #c142
@@ -1132,9 +1133,12 @@ def load_crosseval(runs: pd.DataFrame) -> dict:
             if (r.path/CROSSEVAL_FILE).exists()}
 
 # %% ../nbs/09_phases.ipynb #c234
-def load_runs(folder, algo: str = 'a2c', net: str | None = None) -> RunSet:
+def load_runs(folder, algo: str = 'a2c', net: str | None = None,
+              games: tuple | None = None,   # only the runs trained on these games (default: all)
+             ) -> RunSet:
     "Every run of `algo` and `net` (default: `main_net`) under `folder`, read."
     runs = find_runs(folder, algo)
+    if games is not None: runs = runs[runs.game.isin(games)]
     if not len(runs): raise FileNotFoundError(f'{folder}: no analysed {algo} runs')
     net = main_net(runs) if net is None else net
     runs = runs[runs.net == net].reset_index(drop=True)

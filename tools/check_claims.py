@@ -2,11 +2,11 @@
 
     .venv/bin/python tools/check_claims.py [site]   # `make book` runs it on book_output/
 
-Each claim that the results chapters decide has a criterion (`atoms.phases` and `atoms.dbdt`) whose
-verdict writes both the claim's row in a claims table (claim first, verdict last) and its heading
-(`claim_heading`). On every page of the built site, a heading that one verdict writes must stand
-on a page whose claims table shows that verdict for that claim. Exit 1, naming page, heading and
-claim, when a page breaks that.
+Each claim that the results chapters decide has a criterion (`atoms.phases`, `atoms.dbdt` and
+`atoms.algorithms`) whose verdict writes both the claim's row in a claims table (claim first,
+verdict last) and its heading (`claim_heading`). On every page of the built site, a heading that
+one verdict writes must stand on a page whose claims table shows that verdict for that claim.
+Exit 1, naming page, heading and claim, when a page breaks that.
 """
 import sys
 from html.parser import HTMLParser
@@ -40,8 +40,9 @@ class Page(HTMLParser):
 def criteria():
     "Every criterion the results chapters decide."
     sys.path.insert(0, str(ROOT))
-    from atoms import dbdt, phases
-    return [v for m in (phases, dbdt) for v in vars(m).values() if isinstance(v, phases.Criterion)]
+    from atoms import algorithms, dbdt, phases
+    return [v for m in (phases, dbdt, algorithms) for v in vars(m).values()
+            if isinstance(v, phases.Criterion)]
 
 
 def heading_verdict(criterion, heading: str):
