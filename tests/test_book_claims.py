@@ -56,8 +56,8 @@ def test_a_claims_table_without_headings_passes():
 
 
 def test_every_criterion_is_checked():
-    "Every `Criterion` of the package: the paper's six claims, the DBDT's brightness control and
-    the two comparisons of algorithms."
+    """Every `Criterion` of the package: the paper's six claims, the DBDT's brightness control and
+    the two comparisons of algorithms."""
     names = {c.claim for c in check_claims.criteria()}
     assert len(names) == 9 and {PHASES.claim, BEYOND_BRIGHTNESS.claim, ALGOS_MATCHED.claim} <= names
 
