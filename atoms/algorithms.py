@@ -180,7 +180,8 @@ def skill_bands_chart(runsets: dict, width: int = 480) -> alt.LayerChart:
     parts = []
     for algo, rs in runsets.items():
         bands = seed_bands([t[[SCORE]] for t in rs.trajs.values()])
-        parts.append(bands.assign(algo=f'{algo} ({len(rs.trajs)} seeds)'))
+        n = len(rs.trajs)
+        parts.append(bands.assign(algo=f'{algo} ({n} seed{"s" * (n > 1)})'))
     df = pd.concat(parts)
     df = df[df.step > 0]
     x, unit = log_step_axis(), alt.Scale(domain=[0, 1], clamp=True)
