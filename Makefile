@@ -45,7 +45,7 @@ book: $(STAMP)
 STUDY_ARGS ?=
 reproduce: $(STAMP)
 	$(BIN)/atoms study --algos a2c --nets nature --games pong pong-2balls pong-2balls-target --seeds 1 2 3 4 5 $(STUDY_ARGS)
-	$(BIN)/atoms study --algos ppo dqn --nets nature --games pong --seeds 1 2 3 $(STUDY_ARGS)
+	$(BIN)/atoms study --algos ppo dqn --nets nature --games pong --seeds 1 2 3 4 5 $(STUDY_ARGS)
 	$(BIN)/atoms study --algos a2c --nets small --games pong pong-2balls pong-2balls-target --seeds 1 2 3 $(STUDY_ARGS)
 
 clean:

@@ -43,6 +43,7 @@ class StudyConfig:
     nets: tuple[str, ...] = ('small',)  # network sizes: small, nature
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)  # seeds: one run per game × algo × net × seed
     total_steps: int | None = None  # agent steps of every run (None: each run's training default)
+    dqn_minutes: float | None = 30.0  # wall-clock training budget of a DQN run (None: no budget)
     num_envs: int | None = None  # parallel games per run (None: the per-algorithm default)
     checkpoints: int = 100  # checkpoints saved per run
     eval_points: int = 200  # points the greedy policy plays at each checkpoint
@@ -113,6 +114,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     bad = [s for s in cfg.seeds if not isinstance(s, int) or s < 0]
     if bad: raise ValueError(f'StudyConfig.seeds: {bad[0]!r} is not a non-negative integer')
     if cfg.retries < 0: raise ValueError(f'StudyConfig.retries: must be >= 0, got {cfg.retries}')
+    if cfg.dqn_minutes is not None and not cfg.dqn_minutes > 0:
+        raise ValueError(f'StudyConfig.dqn_minutes: must be > 0 (or None), got {cfg.dqn_minutes}')
     for field in ('intervene_checkpoints', 'robustness_checkpoints'):
         if getattr(cfg, field) < 1:
             raise ValueError(f'StudyConfig.{field}: must be >= 1, got {getattr(cfg, field)}')
@@ -132,7 +135,9 @@ def train_config(cfg: StudyConfig, key: RunKey) -> TrainConfig:
                      total_steps=cfg.total_steps, num_envs=cfg.num_envs,
                      checkpoints=cfg.checkpoints, eval_points=cfg.eval_points,
                      eval_envs=cfg.eval_envs, threads=1, progress=False,
-                     run_dir=str(study_folders(cfg)['runs']/key.name))
+                     run_dir=str(study_folders(cfg)['runs']/key.name),
+                     time_limit_s=(cfg.dqn_minutes * 60 if key.algo == 'dqn' and cfg.dqn_minutes
+                                   else None))
     try: return resolve(tc)
     except ValueError as e: raise ValueError(f'{key.name}: {e}') from None
 
