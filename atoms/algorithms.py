@@ -16,8 +16,9 @@ from .phases import (SCORE, Criterion, RunSet, claim_row, find_runs, load_runs,
 
 # %% auto #0
 __all__ = ['ALGOS', 'ALGOS_FINAL', 'ALGOS_MATCHED', 'comparison_net', 'algorithm_runs', 'matched_level', 'first_at',
-           'profile_rows', 'object_columns', 'algorithms_test', 'algorithm_claims', 'skill_table', 'skill_summary',
-           'phase_table', 'skill_bands_chart', 'attention_bands_chart', 'profiles_chart']
+           'profile_rows', 'object_columns', 'algorithms_criterion', 'algorithms_test', 'algorithm_claims',
+           'skill_table', 'skill_summary', 'phase_table', 'skill_bands_chart', 'attention_bands_chart',
+           'profiles_chart']
 
 # %% ../nbs/19_algorithms.ipynb #c005
 ALGOS = ('a2c', 'ppo', 'dqn')   # the algorithms compared, in the order they are shown
@@ -77,31 +78,31 @@ def object_columns(profiles: pd.DataFrame) -> list:
     return [o for o in OBJECT_COLOURS if o in profiles.columns]
 
 # %% ../nbs/19_algorithms.ipynb #c014
-ALGOS_FINAL = Criterion(
-    claim='agents of different algorithms attend differently at the end of training',
+def algorithms_criterion(when: str, paper: str, test: str) -> Criterion:
+    "The criterion of 'agents of different algorithms attend differently `when`'."
+    return Criterion(
+        claim=f'agents of different algorithms attend differently {when}', paper=paper, test=test,
+        threshold='p < 0.05; undecided below two algorithms of five seeds each',
+        holds=f'Agents of different algorithms attend differently {when}',
+        fails=('Agents of different algorithms are not shown to attend more differently than '
+               f'seeds of one algorithm {when}'),
+        min_seeds=5, per='algorithm')
+
+ALGOS_FINAL = algorithms_criterion(
+    'at the end of training',
     paper=('the follow-up paper reports "algorithm-specific attention biases" (A2C, PPO, DQN); '
            'the first paper trains A2C only'),
     test=('permutation test over algorithm labels (exact, or 9,999 relabellings) of the mean '
           'total-variation distance between runs of different algorithms minus that between '
           'seeds of the same algorithm; each run\'s final checkpoint, normalised hierarchical '
-          'attention per object (two-pass LRP) on the game\'s evaluation set, background left out'),
-    threshold='p < 0.05; undecided below two algorithms of five seeds each',
-    holds='Agents of different algorithms attend differently at the end of training',
-    fails=('Agents of different algorithms are not shown to attend more differently than seeds '
-           'of one algorithm at the end of training'),
-    min_seeds=5, per='algorithm')
+          'attention per object (two-pass LRP) on the game\'s evaluation set, background left out'))
 
-ALGOS_MATCHED = Criterion(
-    claim='agents of different algorithms attend differently at matched skill',
+ALGOS_MATCHED = algorithms_criterion(
+    'at matched skill',
     paper='not tested by either paper (it separates the algorithm from how well the agent plays)',
     test=('the same permutation test, on each run\'s profile at the first checkpoint where it '
           'reaches the matched skill level (the highest multiple of 0.05, up to 0.9, that every '
-          'run reaches)'),
-    threshold='p < 0.05; undecided below two algorithms of five seeds each',
-    holds='Agents of different algorithms attend differently at matched skill',
-    fails=('Agents of different algorithms are not shown to attend more differently than seeds '
-           'of one algorithm at matched skill'),
-    min_seeds=5, per='algorithm')
+          'run reaches)'))
 
 # %% ../nbs/19_algorithms.ipynb #c015
 def algorithms_test(profiles: pd.DataFrame,   # `profile_rows`
