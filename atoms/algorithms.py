@@ -9,7 +9,7 @@ import altair as alt
 import numpy as np, pandas as pd
 from .attention import OBJECT_COLOURS, colour_scale
 from .core import load_table
-from .policies import time_to_skill
+from .policies import skill_row
 from .phases import (SCORE, Criterion, RunSet, claim_row, find_runs, load_runs,
                           log_step_axis, phases_test, plot_seed_bands, relabelled_p, seed_bands,
                           smallest_p, t_interval, tv_distances, verdict)
@@ -145,17 +145,10 @@ def algorithm_claims(runsets: dict, chapter: str = 'paper/07_algorithms') -> tup
 
 # %% ../nbs/19_algorithms.ipynb #c023
 def skill_table(runsets: dict) -> pd.DataFrame:
-    "One row per run: algorithm, seed, env steps and minutes to skill (item 2's rule), skill."
-    rows = []
-    for algo, rs in runsets.items():
-        for r in rs.runs.itertuples():
-            log = load_table(Path(r.path)/'log.parquet')
-            t = time_to_skill(log)
-            rows.append(dict(algo=algo, seed=r.seed, total_steps=int(log.global_step.max()),
-                             steps_to_skill=t['steps'], minutes_to_skill=t['seconds'] / 60,
-                             final_skill=t['final'], best_skill=t['best']))
-    return pd.DataFrame(rows, columns=['algo', 'seed', 'total_steps', 'steps_to_skill',
-                                       'minutes_to_skill', 'final_skill', 'best_skill'])
+    "One row per run: algorithm, seed, and its `skill_row` (steps trained, time to skill, skill)."
+    return pd.DataFrame([dict(algo=algo, seed=r.seed,
+                              **skill_row(load_table(Path(r.path)/'log.parquet')))
+                         for algo, rs in runsets.items() for r in rs.runs.itertuples()])
 
 def skill_summary(table: pd.DataFrame) -> pd.DataFrame:
     "Per algorithm: seeds, seeds that reached skill, median and range of steps to skill."

@@ -15,7 +15,7 @@ from .nets import NetConfig, make_net, PixelNet
 
 # %% auto #0
 __all__ = ['RUN_ONLY', 'RUN_IDENTITY', 'evaluate', 'greedy', 'random_policy', 'save_checkpoint', 'fit_error', 'name_error',
-           'mismatch_error', 'load_checkpoint', 'skill_reached', 'first_skilled', 'time_to_skill']
+           'mismatch_error', 'load_checkpoint', 'skill_reached', 'first_skilled', 'time_to_skill', 'skill_row']
 
 # %% ../nbs/04_policies.ipynb #c005
 @torch.no_grad()
@@ -172,3 +172,11 @@ def time_to_skill(log,                      # a run's training log (`log.parquet
     return dict(steps=nan if hit is None else float(hit['global_step']),
                 seconds=nan if hit is None else float(hit['time/elapsed_s']),
                 best=float(skill.max()), final=float(skill.iloc[-1]))
+
+# %% ../nbs/04_policies.ipynb #c038
+def skill_row(log) -> dict:
+    "Env steps trained, steps and minutes to skill (`time_to_skill`), final and best skill, minutes."
+    t = time_to_skill(log)
+    return dict(steps_trained=int(log['global_step'].max()), steps_to_skill=t['steps'],
+                minutes_to_skill=t['seconds'] / 60, final_skill=t['final'], best_skill=t['best'],
+                train_minutes=float(log['time/elapsed_s'].iloc[-1]) / 60)

@@ -16,7 +16,7 @@ import argparse, json, sys
 from pathlib import Path
 import pandas as pd
 from atoms.core import ArtifactError, read_manifest, save_table, write_manifest
-from atoms.policies import time_to_skill
+from atoms.policies import skill_row
 
 
 def finished_runs(root: Path) -> list[tuple[Path, dict]]:
@@ -36,14 +36,9 @@ def seeds_table(root: Path, **match) -> pd.DataFrame:
     rows = []
     for folder, cfg in finished_runs(root):
         if any(cfg.get(k) != v for k, v in match.items()): continue
-        log = pd.read_parquet(folder/'log.parquet')
-        skill = time_to_skill(log)
         rows.append(dict(game=cfg['game'], algo=cfg['algo'], net=cfg['net'], seed=cfg['seed'],
-                         total_steps=cfg['total_steps'], steps_to_skill=skill['steps'],
-                         minutes_to_skill=skill['seconds'] / 60, final_skill=skill['final'],
-                         best_skill=skill['best'],
-                         train_minutes=float(log['time/elapsed_s'].iloc[-1]) / 60,
-                         run=folder.name))
+                         total_steps=cfg['total_steps'],
+                         **skill_row(pd.read_parquet(folder/'log.parquet')), run=folder.name))
     return pd.DataFrame(rows).sort_values(['game', 'algo', 'net', 'seed'], ignore_index=True)
 
 
@@ -59,7 +54,8 @@ def main():
     table = seeds_table(args.root, **match)
     if table.empty: ap.error(f'{args.root}: no finished run matches {match or "any config"}')
     pd.set_option('display.width', 200)
-    print(table.drop(columns='run').to_string(index=False, float_format=lambda x: f'{x:,.6g}'))
+    print(table.drop(columns='run').to_string(
+        index=False, float_format=lambda x: f'{x:,.0f}' if abs(x) >= 1000 else f'{x:.4g}'))
     summary = table.groupby(['game', 'algo', 'net'])['steps_to_skill'].agg(
         ['count', 'median', 'min', 'max'])
     print('\nenv steps to skill over seeds (NaN: not reached):')
