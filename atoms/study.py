@@ -430,15 +430,16 @@ def study(cfg: StudyConfig) -> pd.DataFrame:
     blocked = {key: untrained(cfg, key, todo) for key, (_, todo) in plans.items()}
     rows += [r for b in blocked.values() for r in b]
     total = sum(len(done) + len(todo) for done, todo in plans.values())
-    client = connect(cfg)
-    try:
-        futures = {}
-        for key, (_, todo) in plans.items():
-            if not blocked[key]: futures.update(submit(client, cfg, key, todo))
-        with tqdm(total=total, initial=len(rows), unit='step', desc='study', smoothing=0,
-                  disable=not cfg.progress) as bar:
-            rows += collect(client, futures, bar)
-    finally: disconnect(client)
+    work = {key: todo for key, (_, todo) in plans.items() if todo and not blocked[key]}
+    if work:   # a study with nothing left to run starts no cluster
+        client = connect(cfg)
+        try:
+            futures = {}
+            for key, todo in work.items(): futures.update(submit(client, cfg, key, todo))
+            with tqdm(total=total, initial=len(rows), unit='step', desc='study', smoothing=0,
+                      disable=not cfg.progress) as bar:
+                rows += collect(client, futures, bar)
+        finally: disconnect(client)
     order = [(k.name, s.name) for k in keys for s in steps_of(k) if s.name in cfg.steps]
     table = pd.DataFrame(sorted(rows, key=lambda r: order.index((r['run'], r['step']))))
     print(report(table), file=sys.stderr)
