@@ -23,7 +23,7 @@ from .core import (ArtifactError, artifacts_dir, begin_command, command_line, en
 from .games import GAMES
 from .evalset import load_eval_set
 from .policies import load_checkpoint
-from .training import finished
+from .training import ended
 from .attention import METRICS, combine_maps
 from .relevance import (MODES, METHODS, RELEVANCE_SEEDS, Method, RelevanceSeed,
                              checkpoint_atoms, explain)
@@ -366,9 +366,9 @@ def eval_set_folders(cfg: CrossEvalConfig) -> dict[str, Path]:
 # %% ../nbs/08_analysis.ipynb #c084
 def final_checkpoint(run: Path) -> tuple[int, Path, dict]:
     "Step, path and training config of the final checkpoint of a finished run, once verified."
-    if not finished(run):
-        raise ArtifactError(f'{run/"manifest.json"}: training not finished (no complete '
-                            '`atoms train` recorded); finish the run first')
+    if not ended(run):
+        raise ArtifactError(f'{run/"manifest.json"}: training not finished (no complete or '
+                            'budget-stopped `atoms train` recorded); finish the run first')
     manifest, ckpts = read_manifest(run), checkpoints_of(run)
     check_listed_checkpoints(run, ckpts)
     step, path = ckpts[-1]

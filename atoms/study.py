@@ -14,7 +14,8 @@ if TYPE_CHECKING: from distributed import Client  # for annotations; imported la
 from tqdm.auto import tqdm
 from .core import ArtifactError, artifacts_dir, read_manifest, runs_dir, sha256
 from .games import GAMES
-from .training import ALGO_DEFAULTS, RESUME_IGNORED, TrainConfig, resolve, train, with_defaults
+from .training import (ALGO_DEFAULTS, RESUME_IGNORED, TrainConfig, ended, resolve, train,
+                            with_defaults)
 from .relevance import RELEVANCE_SEEDS
 from .analysis import (AnalyseConfig, CrossEvalConfig, PackageConfig, analyse, checkpoints_of,
                             crosseval, package_indices, package_run)
@@ -203,7 +204,7 @@ def train_done(tc: TrainConfig) -> bool:
     "Whether the run of `tc` finished training with these settings."
     m = manifest_of(tc.run_dir)
     config = m.get('config', {})
-    finished = m.get('complete') is True or 'analyse' in config
+    finished = ended(Path(tc.run_dir)) or 'analyse' in config   # complete, or stopped by its budget
     return finished and same_config(with_defaults(config), asdict(tc),  # runs saved before a
                                     ignore=('analyse', *RESUME_IGNORED))  # field existed count too
 

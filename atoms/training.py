@@ -26,7 +26,7 @@ from .policies import RUN_ONLY, evaluate, first_skilled, greedy, save_checkpoint
 # %% auto #0
 __all__ = ['PER_ALGO', 'PER_NET', 'PER_GAME', 'ATARI_GAMES', 'TRAIN_GAMES', 'GAME_FIELD_DEFAULTS', 'ALGO_DEFAULTS',
            'GAME_DEFAULTS', 'NET_DEFAULTS', 'NET_GAME_DEFAULTS', 'POSITIVE_INTS', 'REAL_RANGES', 'REPLAY_ARRAYS',
-           'RESUME_IGNORED', 'TRAIN_WRITES', 'ExperimentSettings', 'UpdateSettings', 'DQNSettings',
+           'RESUME_IGNORED', 'TRAIN_WRITES', 'STOP_RULES', 'ExperimentSettings', 'UpdateSettings', 'DQNSettings',
            'game_field_defaults', 'TrainConfig', 'config_error', 'check_choices', 'check_atari', 'fill_defaults',
            'in_interval', 'check_ranges', 'n_updates', 'check_batching', 'resolve', 'defaults_table', 'run_path',
            'net_config', 'checkpoint_updates', 'Rollout', 'new_stats', 'record_episodes', 'sample_actions', 'collect',
@@ -36,8 +36,8 @@ __all__ = ['PER_ALGO', 'PER_NET', 'PER_GAME', 'ATARI_GAMES', 'TRAIN_GAMES', 'GAM
            'restore_env', 'dqn_state', 'restore_dqn', 'save_state', 'load_state', 'anneal_lr', 'ac_step', 'epsilon',
            'dqn_act', 'dqn_play', 'td_loss', 'target_sync_due', 'dqn_step', 'log_row', 'evaluate_greedy', 'checkpoint',
            'with_defaults', 'config_differences', 'read_run_config', 'missing_checkpoints', 'train_writes',
-           'train_settings', 'finished', 'check_config_file', 'open_run', 'Clock', 'timed', 'precise_step', 'advance',
-           'train_command', 'finish', 'record_interruption', 'progress_bar', 'train']
+           'train_settings', 'finished', 'ended', 'check_config_file', 'open_run', 'Clock', 'timed', 'precise_step',
+           'advance', 'train_command', 'finish', 'record_interruption', 'progress_bar', 'train']
 
 # %% ../nbs/05_training.ipynb #c006
 PER_ALGO = tyro.conf.arg(
@@ -855,7 +855,18 @@ def finished(run: Path) -> bool:
     record = m.get('commands', {}).get('train', {})
     return m.get('complete') is True and not record.get('in_progress', False)
 
-# %% ../nbs/05_training.ipynb #c191
+# %% ../nbs/05_training.ipynb #c192
+STOP_RULES = ('total_steps', 'time_limit', 'skill')   # what ends a run's training by its config
+
+def ended(run: Path) -> bool:
+    "Whether the run's training is complete, or stopped by its own rule (a budget, a skill target)."
+    if not (Path(run)/'manifest.json').exists(): return False
+    m = read_manifest(run)
+    record = m.get('commands', {}).get('train', {})
+    if record.get('in_progress', True): return False
+    return m.get('complete') is True or m.get('stopped_by') in STOP_RULES
+
+# %% ../nbs/05_training.ipynb #c194
 def check_config_file(trainer: Trainer):
     "Refuse a run folder whose `config.json` holds a different config (or is not a config)."
     cpath = trainer.run/'config.json'
@@ -867,7 +878,7 @@ def check_config_file(trainer: Trainer):
         raise ValueError(f'{cpath}: holds a run with a different config ({there}); '
                          'use another --run_dir or delete that folder')
 
-# %% ../nbs/05_training.ipynb #c192
+# %% ../nbs/05_training.ipynb #c195
 def open_run(cfg: TrainConfig) -> Trainer:
     "Create or resume the run folder of `cfg`, verified against its manifest."
     trainer = Trainer(cfg)
@@ -885,7 +896,7 @@ def open_run(cfg: TrainConfig) -> Trainer:
                             f'{len(missing)} missing); delete the run folder to start over')
     return trainer
 
-# %% ../nbs/05_training.ipynb #c195
+# %% ../nbs/05_training.ipynb #c198
 @dataclass
 class Clock:
     "The loop's timers: start time and step (for steps/s) and the last resume-state save."
@@ -893,7 +904,7 @@ class Clock:
     step0: int
     last_save: float
 
-# %% ../nbs/05_training.ipynb #c197
+# %% ../nbs/05_training.ipynb #c200
 def timed(trainer: Trainer, fn, *args):
     "Call `fn(*args)`, adding its duration to the trainer's training time."
     t = time.monotonic()
@@ -901,14 +912,14 @@ def timed(trainer: Trainer, fn, *args):
     trainer.elapsed += time.monotonic() - t
     return out
 
-# %% ../nbs/05_training.ipynb #c200
+# %% ../nbs/05_training.ipynb #c203
 def precise_step(trainer: Trainer, step_fn):
     "One update, under bfloat16 autocast when the run's `precision` is 'bf16'."
     bf16 = trainer.cfg.precision == 'bf16'
     with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=bf16):
         step_fn(trainer)
 
-# %% ../nbs/05_training.ipynb #c203
+# %% ../nbs/05_training.ipynb #c206
 def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
     "One update plus any checkpoint or resume state it calls for; the skill if it checkpointed."
     timed(trainer, lambda: (anneal_lr(trainer), precise_step(trainer, step_fn)))
@@ -923,26 +934,29 @@ def advance(trainer: Trainer, step_fn, clock: Clock) -> float | None:
         clock.last_save = time.monotonic()
     return None
 
-# %% ../nbs/05_training.ipynb #c207
+# %% ../nbs/05_training.ipynb #c210
 def train_command(cfg: TrainConfig) -> str:
     "The `atoms train` command line that makes the run of `cfg`, quoted for the shell."
     return command_line('atoms train', cfg)
 
-# %% ../nbs/05_training.ipynb #c209
-def finish(trainer: Trainer):
-    "Record in the run's manifest the files written, the command, and whether training completed."
+# %% ../nbs/05_training.ipynb #c212
+def finish(trainer: Trainer,
+           stopped_by: str = 'total_steps',  # what ended the training: one of `STOP_RULES`
+          ):
+    "Record in the run's manifest the files written, the command, whether training completed and why."
     end_command(trainer.run, 'train', train_command(trainer.cfg), config=asdict(trainer.cfg),
                 seed=trainer.cfg.seed, final_step=trainer.global_step,
-                complete=bool(trainer.update >= trainer.total_updates))
+                complete=bool(trainer.update >= trainer.total_updates), stopped_by=stopped_by)
 
-# %% ../nbs/05_training.ipynb #c211
+# %% ../nbs/05_training.ipynb #c214
 def record_interruption(trainer: Trainer):
     "After an interrupt: list the run's files in its manifest, at the step of its last resume state."
     cfg = trainer.cfg
     end_command(trainer.run, 'train', train_command(cfg), config=asdict(cfg), seed=cfg.seed,
-                final_step=trainer.saved_update * cfg.num_envs * cfg.n_steps, complete=False)
+                final_step=trainer.saved_update * cfg.num_envs * cfg.n_steps, complete=False,
+                stopped_by='interrupted')
 
-# %% ../nbs/05_training.ipynb #c214
+# %% ../nbs/05_training.ipynb #c217
 def progress_bar(trainer: Trainer):
     "A tqdm bar over the run's agent steps (disabled with `progress=False`)."
     cfg = trainer.cfg
@@ -950,7 +964,7 @@ def progress_bar(trainer: Trainer):
                 disable=not cfg.progress, mininterval=2,
                 desc=f'{cfg.game} {cfg.algo} seed {cfg.seed}')
 
-# %% ../nbs/05_training.ipynb #c216
+# %% ../nbs/05_training.ipynb #c219
 def train(cfg: TrainConfig) -> Path:
     "Train (or resume) the run of `cfg`; returns its folder."
     trainer = open_run(cfg)
@@ -960,8 +974,11 @@ def train(cfg: TrainConfig) -> Path:
     bar = progress_bar(trainer)
     clock = Clock(time.monotonic(), trainer.global_step, time.monotonic())
     if trainer.update == 0 and not trainer.rows: checkpoint(trainer, 0.0)
+    limit = cfg.time_limit_s
+    spent = limit is not None and trainer.update > 0 and trainer.elapsed >= limit
+    stopped_by = 'time_limit' if spent else 'total_steps'   # a spent budget: no further update
     try:
-        while trainer.update < trainer.total_updates:
+        while trainer.update < trainer.total_updates and not spent:
             skill = advance(trainer, step_fn, clock)
             bar.update(cfg.num_envs * cfg.n_steps)
             if skill is not None:
@@ -969,14 +986,17 @@ def train(cfg: TrainConfig) -> Path:
                 bar.set_postfix(skill=f'{skill:.2f}', ret=f'{row["charts/episodic_return"]:.2f}',
                                 sps=f'{row["charts/SPS"]:.0f}')
                 target = cfg.stop_at_skill     # reached as `skill_reached` (Policies) decides
-                if target is not None and first_skilled(trainer.rows, target) is not None: break
-            if cfg.time_limit_s is not None and trainer.elapsed >= cfg.time_limit_s:
+                if target is not None and first_skilled(trainer.rows, target) is not None:
+                    stopped_by = 'skill'
+                    break
+            if limit is not None and trainer.elapsed >= limit:
                 save_state(trainer)
+                stopped_by = 'time_limit'
                 break
     except KeyboardInterrupt:
         bar.close()
         record_interruption(trainer)
         raise
     bar.close()
-    finish(trainer)
+    finish(trainer, stopped_by if trainer.update < trainer.total_updates else 'total_steps')
     return trainer.run
