@@ -217,4 +217,5 @@ def profiles_chart(profiles: pd.DataFrame, title: str = '', width: int = 220) ->
         x=alt.X('share:Q', scale=unit), y=y,
         tooltip=['run', 'object', alt.Tooltip('share:Q', format='.3f')])
     return alt.layer(bars, rules, dots, data=long).properties(width=width, height=80).facet(
-        column=alt.Column('algo:N', title=title or None, sort=list(dict.fromkeys(long.algo))))
+        column=alt.Column('algo:N', title=title or None, sort=list(dict.fromkeys(long.algo)))
+    ).properties(padding={'left': 30, 'top': 5, 'right': 5, 'bottom': 5})   # long object names
