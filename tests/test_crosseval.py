@@ -121,7 +121,7 @@ def test_clear_one_line_errors(run, root, tmp_path):
     with pytest.raises(FileNotFoundError, match=f'^{tmp_path/"pong"}: no evaluation set of pong'):
         crosseval(config(run, str(tmp_path)))
     m = read_manifest(run)
-    save_manifest(run, {**m, 'complete': False})
+    save_manifest(run, {**m, 'complete': False, 'stopped_by': 'interrupted'})   # an interrupted run
     with pytest.raises(ArtifactError, match='training not finished'):
         crosseval(config(run, root))
     save_manifest(run, m)
