@@ -863,7 +863,7 @@ def ended(run: Path) -> bool:
     if not (Path(run)/'manifest.json').exists(): return False
     m = read_manifest(run)
     record = m.get('commands', {}).get('train', {})
-    if record.get('in_progress', True): return False
+    if record.get('in_progress', False): return False   # a rerun is under way (as `finished`)
     return m.get('complete') is True or m.get('stopped_by') in STOP_RULES
 
 # %% ../nbs/05_training.ipynb #c194
