@@ -590,10 +590,13 @@ def package_manifest(cfg: PackageConfig,  # the packaging command
     run = Path(cfg.run)
     train_cfg = json.loads((run/'config.json').read_text())
     commands = [h['command'] for h in source.get('history', [])] + [source.get('command')]
+    # a package of a package: the chain starts at the first source's training, not at its packaging
+    commands = source.get('source_commands', []) + commands
+    revision = source.get('source_git_revision') or source.get('git_revision')
     skip = ('out',) if cfg.out is None else ()
     write_manifest(dest, command=command_line('atoms package', cfg, skip=skip),
                    config=train_cfg, seed=train_cfg['seed'], source=str(run),
-                   source_commands=commands, source_git_revision=source.get('git_revision'),
+                   source_commands=commands, source_git_revision=revision,
                    checkpoint_steps=steps, commands=source.get('commands', {}),
                    complete=source.get('complete'), final_step=source.get('final_step'))
 
