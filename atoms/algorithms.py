@@ -16,9 +16,9 @@ from .phases import (SCORE, Criterion, RunSet, claim_row, find_runs, load_runs,
 
 # %% auto #0
 __all__ = ['ALGOS', 'ALGOS_FINAL', 'ALGOS_MATCHED', 'comparison_net', 'algorithm_runs', 'matched_level', 'first_at',
-           'profile_rows', 'object_columns', 'algorithms_criterion', 'algorithms_test', 'algorithm_claims',
-           'skill_table', 'skill_summary', 'phase_table', 'skill_bands_chart', 'attention_bands_chart',
-           'profiles_chart']
+           'profile_rows', 'object_columns', 'algorithms_criterion', 'algo_sizes', 'tested_algos', 'algorithms_test',
+           'algorithm_claims', 'skill_table', 'skill_summary', 'phase_table', 'skill_bands_chart',
+           'attention_bands_chart', 'profiles_chart']
 
 # %% ../nbs/19_algorithms.ipynb #c005
 ALGOS = ('a2c', 'ppo', 'dqn')   # the algorithms compared, in the order they are shown
@@ -82,7 +82,8 @@ def algorithms_criterion(when: str, paper: str, test: str) -> Criterion:
     "The criterion of 'agents of different algorithms attend differently `when`'."
     return Criterion(
         claim=f'agents of different algorithms attend differently {when}', paper=paper, test=test,
-        threshold='p < 0.05; undecided below two algorithms of five seeds each',
+        threshold=('p < 0.05 over the algorithms with five seeds or more (one with fewer is shown, '
+                   'not tested); undecided below two such algorithms'),
         holds=f'Agents of different algorithms attend differently {when}',
         fails=('Agents of different algorithms are not shown to attend more differently than '
                f'seeds of one algorithm {when}'),
@@ -104,11 +105,26 @@ ALGOS_MATCHED = algorithms_criterion(
           'reaches the matched skill level (the highest multiple of 0.05, up to 0.9, that every '
           'run reaches)'))
 
-# %% ../nbs/19_algorithms.ipynb #c015
+# %% ../nbs/19_algorithms.ipynb #c016
+def algo_sizes(profiles: pd.DataFrame) -> dict:
+    "Runs per algorithm of `profile_rows`, in order of first appearance."
+    return {a: int((profiles.algo == a).sum()) for a in dict.fromkeys(profiles.algo)}
+
+def tested_algos(sizes: dict,        # runs per algorithm
+                 min_seeds: int,     # seeds an algorithm needs to be tested
+                ) -> list:
+    "The algorithms a test compares: those with `min_seeds` runs if two have them, else all."
+    enough = [a for a, n in sizes.items() if n >= min_seeds]
+    return enough if len(enough) >= 2 else list(sizes)
+
+# %% ../nbs/19_algorithms.ipynb #c018
 def algorithms_test(profiles: pd.DataFrame,   # `profile_rows`
                     criterion: Criterion = ALGOS_FINAL,
                     n_resamples: int = 9999, seed: int = 0, alpha: float = 0.05) -> dict:
     "Permutation test: do runs of different algorithms differ more than seeds of one algorithm?"
+    left_out = {a: n for a, n in algo_sizes(profiles).items()
+                if a not in tested_algos(algo_sizes(profiles), criterion.min_seeds)}
+    profiles = profiles[~profiles.algo.isin(left_out)]
     labels = profiles.algo.to_numpy()
     sizes = [int((labels == a).sum()) for a in dict.fromkeys(labels)]
     dist = tv_distances(profiles[object_columns(profiles)])
@@ -118,7 +134,7 @@ def algorithms_test(profiles: pd.DataFrame,   # `profile_rows`
     within = float(dist[same & off].mean()) if (same & off).any() else np.nan
     out = dict(n_seeds=min(sizes, default=0), sizes=dict(zip(dict.fromkeys(labels), sizes)),
                between=between, within=within, contrast=between - within, p=np.nan,
-               passed=False)
+               passed=False, left_out=left_out)
     if len(sizes) < 2: return out | dict(verdict=f'undecided: {len(sizes)} algorithm')
     if min(sizes) < criterion.min_seeds or smallest_p(sizes) >= alpha:
         return out | dict(verdict=verdict(False, min(sizes), max(criterion.min_seeds,
@@ -127,23 +143,29 @@ def algorithms_test(profiles: pd.DataFrame,   # `profile_rows`
     return out | dict(p=p, passed=p < alpha, verdict=verdict(p < alpha, min(sizes),
                                                              criterion.min_seeds))
 
-# %% ../nbs/19_algorithms.ipynb #c021
+# %% ../nbs/19_algorithms.ipynb #c024
 def algorithm_claims(runsets: dict, chapter: str = 'paper/07_algorithms') -> tuple:
     "The two claims (final checkpoint, matched skill): a claims table, and each test's details."
-    level = matched_level([t for rs in runsets.values() for t in rs.trajs.values()])
-    final, matched = profile_rows(runsets), profile_rows(runsets, level)
+    tested = tested_algos({a: len(rs.runs) for a, rs in runsets.items()}, ALGOS_FINAL.min_seeds)
+    level = matched_level([t for a in tested for t in runsets[a].trajs.values()])
+    reach = {a: rs for a, rs in runsets.items()          # shown at matched skill: all runs reach it
+             if all(t[SCORE].max() >= level - 1e-9 for t in rs.trajs.values())}
+    final, matched = profile_rows(runsets), profile_rows(reach, level)
     rows, details = {}, dict(level=level, final=final, matched=matched)
     for key, crit, prof in (('final', ALGOS_FINAL, final), ('matched', ALGOS_MATCHED, matched)):
-        res = algorithms_test(prof, crit)
+        res = algorithms_test(prof[prof.algo.isin(tested)], crit)
         p = f", p = {res['p']:.2g}" if np.isfinite(res['p']) else ''
         at = '' if key == 'final' else f' at skill {level:.2f}'
         tv = {k: f'{res[k]:.2f}' if np.isfinite(res[k]) else 'n/a' for k in ('between', 'within')}
-        measured = f"TV between algorithms {tv['between']}, within {tv['within']}{at}{p}"
+        out = [f'{a.upper()} ({n} seed{"s" * (n > 1)})' for a, n in
+               {a: len(rs.runs) for a, rs in runsets.items() if a not in tested}.items()]
+        left = f"; {' and '.join(out)} not tested (fewer than {crit.min_seeds} seeds)" if out else ''
+        measured = f"TV between algorithms {tv['between']}, within {tv['within']}{at}{p}{left}"
         res['per_game'] = ', '.join(f'{a}: {n}' for a, n in res['sizes'].items())
         rows[key], details[f'{key}_test'] = claim_row(crit, res, measured, chapter), res
     return pd.DataFrame(rows).T, details
 
-# %% ../nbs/19_algorithms.ipynb #c023
+# %% ../nbs/19_algorithms.ipynb #c026
 def skill_table(runsets: dict) -> pd.DataFrame:
     "One row per run: algorithm, seed, and its `skill_row` (steps trained, time to skill, skill)."
     return pd.DataFrame([dict(algo=algo, seed=r.seed,
@@ -168,7 +190,7 @@ def phase_table(runsets: dict) -> pd.DataFrame:
                          p=test['p'], median_boundaries=float(np.median(counts))))
     return pd.DataFrame(rows).set_index('algo')
 
-# %% ../nbs/19_algorithms.ipynb #c026
+# %% ../nbs/19_algorithms.ipynb #c029
 def skill_bands_chart(runsets: dict, width: int = 480) -> alt.LayerChart:
     "Skill over training, mean over seeds with a 95 % t-interval, one colour per algorithm."
     parts = []
