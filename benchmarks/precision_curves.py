@@ -15,23 +15,31 @@ precision has at least two seeds.
 
     .venv/bin/python benchmarks/precision_curves.py artifacts/runs/pong__a2c__nature__{1,2,3,4,5} \
         runs/precision/pong__a2c__nature_fp32__{1,2,3}
+
+A run must have ended (trained to its steps, or stopped by its own rule such as `--stop_at_skill`).
+`--keep_logs` copies the config and log of every input run that is not a committed package into
+`--out/logs/NAME/` (tens of kB each), so that seeds trained in different sessions can be compared
+once `runs/` is gone: pass `artifacts/benchmarks/precision/logs/NAME` as a run folder next time.
 """
-import argparse, json
+import argparse, json, shutil
 from pathlib import Path
 import pandas as pd
 from scipy.stats import mannwhitneyu
 from atoms.core import artifacts_dir, save_table, write_manifest
 from atoms.policies import time_to_skill
-from atoms.training import RESUME_IGNORED
+from atoms.training import RESUME_IGNORED, ended
 
 SKILL = 'charts/points_won_rate'
 IGNORED = {'precision', *RESUME_IGNORED}
 
 
 def read_run(folder: Path) -> tuple[dict, pd.DataFrame]:
-    "The run's config and its checkpoint rows of the log."
+    "The run's config and its checkpoint rows of the log (a run folder must have ended training)."
     for name in ('config.json', 'log.parquet'):
         if not (folder/name).exists(): raise SystemExit(f'precision_curves: {folder/name}: missing')
+    if (folder/'manifest.json').exists() and not ended(folder):   # a kept log has no manifest
+        raise SystemExit(f'precision_curves: {folder}: training has not ended (still running, '
+                         'or interrupted: resume it with its `atoms train` command)')
     log = pd.read_parquet(folder/'log.parquet')
     return json.loads((folder/'config.json').read_text()), log[log['checkpoint']]
 
@@ -44,11 +52,24 @@ def seeds_table(runs: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
                               last_step=int(log.global_step.iloc[-1])) for cfg, log in runs])
 
 
+def keep_logs(folders: list[Path], logs: Path):
+    "Copy config.json and log.parquet of each run folder outside the committed packages to `logs`."
+    packages = (artifacts_dir()/'runs').resolve()
+    for folder in (f.resolve() for f in folders):
+        dest = (logs/folder.name).resolve()
+        if packages in folder.parents or dest == folder: continue
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ('config.json', 'log.parquet'): shutil.copy2(folder/name, dest/name)
+        print(f'kept {folder.name}: {dest}')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('runs', nargs='+', type=Path,
                     help='run folders that differ only in precision (and seed)')
     ap.add_argument('--out', type=Path, default=artifacts_dir()/'benchmarks'/'precision')
+    ap.add_argument('--keep_logs', action='store_true',
+                    help='copy config and log of each input run outside artifacts/runs to OUT/logs/')
     args = ap.parse_args()
     runs = [read_run(r) for r in args.runs]
     first = runs[0][0]
@@ -71,6 +92,7 @@ def main():
     both.columns = ['global_step', f'skill_{a}', f'skill_{b}']
     table = seeds_table(runs).sort_values(['precision', 'seed'], ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.keep_logs: keep_logs(args.runs, args.out/'logs')
     save_table(both, args.out/'precision_curves.parquet')
     save_table(table, args.out/'precision_seeds.parquet')
     summary = {p: dict(time_to_skill(log), last_step=int(log.global_step.iloc[-1]),
