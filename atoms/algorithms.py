@@ -136,9 +136,10 @@ def algorithms_test(profiles: pd.DataFrame,   # `profile_rows`
                between=between, within=within, contrast=between - within, p=np.nan,
                passed=False, left_out=left_out)
     if len(sizes) < 2: return out | dict(verdict=f'undecided: {len(sizes)} algorithm')
-    if min(sizes) < criterion.min_seeds or smallest_p(sizes) >= alpha:
-        return out | dict(verdict=verdict(False, min(sizes), max(criterion.min_seeds,
-                                                                  min(sizes) + 1)))
+    if min(sizes) < criterion.min_seeds:      # fewer than two algorithms have enough seeds
+        return out | dict(verdict=verdict(False, sorted(sizes)[-2], criterion.min_seeds))
+    if smallest_p(sizes) >= alpha:
+        return out | dict(verdict=verdict(False, min(sizes), min(sizes) + 1))
     p = relabelled_p([dist], labels, n_resamples, seed)
     return out | dict(p=p, passed=p < alpha, verdict=verdict(p < alpha, min(sizes),
                                                              criterion.min_seeds))
