@@ -158,8 +158,8 @@ def algorithm_claims(runsets: dict, chapter: str = 'paper/07_algorithms') -> tup
         p = f", p = {res['p']:.2g}" if np.isfinite(res['p']) else ''
         at = '' if key == 'final' else f' at skill {level:.2f}'
         tv = {k: f'{res[k]:.2f}' if np.isfinite(res[k]) else 'n/a' for k in ('between', 'within')}
-        out = [f'{a.upper()} ({n} seed{"s" * (n > 1)})' for a, n in
-               {a: len(rs.runs) for a, rs in runsets.items() if a not in tested}.items()]
+        res['left_out'] = {a: len(rs.runs) for a, rs in runsets.items() if a not in tested}
+        out = [f'{a.upper()} ({n} seed{"s" * (n > 1)})' for a, n in res['left_out'].items()]
         left = f"; {' and '.join(out)} not tested (fewer than {crit.min_seeds} seeds)" if out else ''
         measured = f"TV between algorithms {tv['between']}, within {tv['within']}{at}{p}{left}"
         res['per_game'] = ', '.join(f'{a}: {n}' for a, n in res['sizes'].items())
