@@ -128,8 +128,9 @@ def algorithms_test(profiles: pd.DataFrame,   # `profile_rows`
                     criterion: Criterion = ALGOS_FINAL,
                     n_resamples: int = 9999, seed: int = 0, alpha: float = 0.05) -> dict:
     "Permutation test: do runs of different algorithms differ more than seeds of one algorithm?"
-    left_out = {a: n for a, n in algo_sizes(profiles).items()
-                if a not in tested_algos(algo_sizes(profiles), criterion.min_seeds)}
+    found = algo_sizes(profiles)
+    keep = tested_algos(found, criterion.min_seeds)
+    left_out = {a: n for a, n in found.items() if a not in keep}
     profiles = profiles[~profiles.algo.isin(left_out)]
     labels = profiles.algo.to_numpy()
     sizes = [int((labels == a).sum()) for a in dict.fromkeys(labels)]
