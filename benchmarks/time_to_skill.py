@@ -1,6 +1,7 @@
 """Time to skill: how long the default training config takes to reach >= 90 % points won on each game.
 
-    .venv/bin/python benchmarks/time_to_skill.py                      # all three games, A2C, seed 1
+    .venv/bin/python benchmarks/time_to_skill.py --runs_root runs/tts # all three games, Nature A2C, seed 1
+    .venv/bin/python benchmarks/time_to_skill.py --runs runs/tts/* --out artifacts/benchmarks/time_to_skill
     .venv/bin/python benchmarks/time_to_skill.py --games pong --dqn   # also DQN on pong (30-min budget)
     .venv/bin/python benchmarks/time_to_skill.py --compare_rules      # old vs new rule, committed runs
     .venv/bin/python benchmarks/time_to_skill.py --skip_training --out artifacts/benchmarks/training_loop
@@ -11,13 +12,11 @@ skill_reached`; `time_to_skill` reports the step and time of the first of the tw
 `stop_at_skill` stops at the second). One 200-point evaluation (+- 0.04) is not enough: in two of
 three committed runs the evaluation after the first one >= 0.9 fell back below 0.9.
 
-NOTE: the committed table artifacts/benchmarks/time_to_skill/ (2026-11-25) was made with the OLD rule
-(the first single evaluation >= target); its seed-2 and seed-3 runs were trained with that old
-`stop_at_skill`, so they stopped at that single evaluation and their logs cannot say when the new
-rule would have held. It has not been remade. `--compare_rules` recomputes old and new steps to
-skill from the committed full runs (artifacts/runs/*/log.parquet) without training anything.
+The committed table artifacts/benchmarks/time_to_skill/ comes from the first two commands, one run at a
+time on an otherwise idle 2-core machine (2 torch threads). `--compare_rules` recomputes old (first single
+evaluation >= target) and new steps to skill from the committed full runs without training anything.
 
-Trains (or resumes, or just reads, if the run already finished) runs/{game}__{algo}__{seed}/ with the default
+Trains (or resumes, or just reads, if the run already finished) ROOT/{game}__{algo}__{net}__{seed}/ with the default
 config, and prints, per game: wall time (training + checkpoint evaluations) and env steps until skill is
 reached (the rule above), the training steps/s, and the best skill reached.
 In the same run it prints a random policy's points-won rate (the opponent must stay a real opponent) and the
@@ -32,13 +31,8 @@ import torch
 import gymnasium as gym
 from atoms.policies import evaluate, random_policy, time_to_skill
 from atoms.training import TrainConfig, train, open_run, ac_step, resolve
-from atoms.core import artifacts_dir, load_table
+from atoms.core import artifacts_dir, cpu_model, load_table
 from atoms.games import GAMES, PongEnv
-
-OLD_RULE_NOTE = ('note: the committed table artifacts/benchmarks/time_to_skill/ was made with the OLD rule '
-                 '(first single evaluation >= target); this script now uses the new one (two in a row, '
-                 'or one of >= 400 points)')
-
 
 def compare_rules(runs, target: float = 0.9):
     "Steps and minutes to skill of each run's log under the old rule (one evaluation) and the new one."
@@ -98,6 +92,8 @@ def main():
     ap.add_argument('--target', type=float, default=0.9)
     ap.add_argument('--budget_min', type=float, default=30, help='training time limit per run, minutes')
     ap.add_argument('--seed', type=int, default=1)
+    ap.add_argument('--net', default='nature', choices=['nature', 'small'], help="network (the study's agent is 'nature')")
+    ap.add_argument('--threads', type=int, default=2, help='torch threads of each training run (2: one run alone on 2 cores)')
     ap.add_argument('--dqn', action='store_true', help='also DQN on pong')
     ap.add_argument('--repeats', type=int, default=5, help='throughput measurements per loop')
     ap.add_argument('--updates', type=int, default=40, help='updates per throughput measurement')
@@ -105,13 +101,12 @@ def main():
     ap.add_argument('--runs', nargs='+', help='report time to skill from these finished run folders instead of training')
     ap.add_argument('--out', default=None, help='with --runs: also write the table to OUT/time_to_skill.parquet with a manifest; '
                     'with --skip_training: the random-policy and loop-throughput tables')
-    ap.add_argument('--runs_root', default=None, help='train into ROOT/{game}__{algo}__{seed} (default: runs/, where a finished run is just read)')
+    ap.add_argument('--runs_root', default=None, help='train into ROOT/{game}__{algo}__{net}__{seed} (default: runs/{game}__{algo}__{seed}; a finished run is just read)')
     ap.add_argument('--compare_rules', nargs='*', metavar='RUN',
                     help='only print old- vs new-rule steps to skill of these runs (default: artifacts/runs/*)')
     a = ap.parse_args()
     a.load_start = os.getloadavg()[0]
     torch.set_num_threads(1)
-    print(OLD_RULE_NOTE)
     if a.compare_rules is not None:
         runs = a.compare_rules or sorted(p.parent for p in (artifacts_dir()/'runs').glob('*/log.parquet'))
         print(f'\n## Steps to skill >= {a.target:.0%}: old rule (one evaluation) vs new rule')
@@ -146,24 +141,29 @@ def main():
     if a.skip_training: return
     if a.runs:
         print(f'\n## Time to skill >= {a.target:.0%} (two in a row, or one of >= 400 points), from finished runs')
-        print('| run | game | algo | time to skill (min) | env steps | steps/s | best skill | final skill | trained (min) |')
-        print('|---|---|---|---|---|---|---|---|---|')
+        print(f'CPU (of this machine, where the runs are assumed to have trained): {cpu_model(bf16=True)}')
+        print('| run | game | algo | net | time to skill (min) | env steps | steps/s | best skill | final skill | trained (min) |')
+        print('|---|---|---|---|---|---|---|---|---|---|')
         rows = []
         for r in map(Path, a.runs):
             c, log = json.loads((r/'config.json').read_text()), load_table(r/'log.parquet')
             k = time_to_skill(log, a.target); T = log['time/elapsed_s'].iloc[-1]
-            rows.append(dict(run=r.name, game=c['game'], algo=c['algo'], seed=c['seed'], stop_at_skill=c.get('stop_at_skill'),
+            rows.append(dict(run=r.name, game=c['game'], algo=c['algo'], net=c.get('net', 'small'), precision=c.get('precision'),
+                             threads=c.get('threads'), seed=c['seed'], stop_at_skill=c.get('stop_at_skill'),
                              minutes_to_skill=k['seconds'] / 60, steps_to_skill=k['steps'], steps_per_s=log['global_step'].iloc[-1] / T,
                              best_skill=k['best'], final_skill=k['final'], trained_min=T / 60))
             x = rows[-1]
-            print(f"| {x['run']} | {x['game']} | {x['algo']} | {x['minutes_to_skill']:.1f} | {x['steps_to_skill']:,.0f} | {x['steps_per_s']:,.0f} | "
+            print(f"| {x['run']} | {x['game']} | {x['algo']} | {x['net']} | {x['minutes_to_skill']:.1f} | {x['steps_to_skill']:,.0f} | {x['steps_per_s']:,.0f} | "
                   f"{x['best_skill']:.3f} | {x['final_skill']:.3f} | {x['trained_min']:.1f} |")
         if a.out:                                        # a small committed table with its provenance, for the book
             import pandas as pd
             from atoms.core import save_table, write_manifest
             out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
             save_table(pd.DataFrame(rows), out/'time_to_skill.parquet')
-            write_manifest(out, command='python ' + ' '.join(sys.argv), config=dict(target=a.target, runs=a.runs))
+            trained = {Path(r).name: json.loads((Path(r)/'manifest.json').read_text()).get('command')
+                       for r in a.runs if (Path(r)/'manifest.json').exists()}   # how each run was trained
+            write_manifest(out, command='python ' + ' '.join(sys.argv), config=dict(target=a.target, runs=a.runs),
+                           source_commands=trained, cpu=cpu_model(bf16=True), cpus=os.cpu_count())
             print(f'wrote {out}/time_to_skill.parquet')
         return
     print(f'\n## Time to skill >= {a.target:.0%} (two in a row, or one of >= 400 points; budget {a.budget_min:g} min per run)')
@@ -171,8 +171,9 @@ def main():
     print('|---|---|---|---|---|---|---|')
     jobs = [(g, 'a2c') for g in a.games] + ([('pong', 'dqn')] if a.dqn else [])
     for g, algo in jobs:
-        cfg = TrainConfig(game=g, algo=algo, seed=a.seed, stop_at_skill=a.target, time_limit_s=a.budget_min * 60, progress=False,
-                          run_dir=f'{a.runs_root}/{g}__{algo}__{a.seed}' if a.runs_root else None)
+        cfg = TrainConfig(game=g, algo=algo, net=a.net, seed=a.seed, stop_at_skill=a.target, time_limit_s=a.budget_min * 60,
+                          progress=False, threads=a.threads,
+                          run_dir=f'{a.runs_root}/{g}__{algo}__{a.net}__{a.seed}' if a.runs_root else None)
         t0 = time.perf_counter(); run = train(cfg); wall = time.perf_counter() - t0
         log = load_table(run/'log.parquet')
         k = time_to_skill(log, a.target)

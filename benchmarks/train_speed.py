@@ -20,7 +20,7 @@ import argparse, os, statistics, sys, tempfile, time
 from pathlib import Path
 import torch
 from torch import nn
-from atoms.core import save_table, write_manifest
+from atoms.core import cpu_model, save_table, write_manifest
 from atoms.training import TrainConfig, Trainer, ac_step, anneal_lr, precise_step
 
 UPDATES, REPEATS, WARMUP, GEMM = 40, 3, 5, 1024
@@ -83,7 +83,7 @@ def main():
     measured = {p: gemm_peak(d) for p, d in DTYPES.items()}
     peaks = {p: wall for p, (wall, _) in measured.items()}
     cpu_peaks = {p: cpu for p, (_, cpu) in measured.items()}
-    print(f'CPU: {cpu_model()}')
+    print(f'CPU: {cpu_model(bf16=True)}')
     print('one-thread GEMM peak: ' + ', '.join(f'{p} {v / 1e9:.1f} GFLOP/s' for p, v in peaks.items())
           + ' (per CPU second: ' + ', '.join(f'{p} {v / 1e9:.1f}' for p, v in cpu_peaks.items()) + ')')
     print(f'{"net":<8}{"precision":<11}{"steps/s":>9}{"MFLOP/step":>12}{"GFLOP/s":>9}{"of peak":>9}'
@@ -107,16 +107,6 @@ def main():
     if args.out: write_out(args, rows, load)
 
 
-def cpu_model() -> str:
-    "The CPU's model name (Linux), for telling apart results of different machines."
-    try: lines = Path('/proc/cpuinfo').read_text().splitlines()
-    except OSError: return 'unknown'
-    names = [ln.split(':', 1)[1].strip() for ln in lines if ln.startswith('model name')]
-    flags = next((ln.split(':', 1)[1].split() for ln in lines if ln.startswith('flags')), [])
-    bf16 = [f for f in ('avx512_bf16', 'amx_bf16') if f in flags]
-    return f"{names[0] if names else 'unknown'} ({', '.join(bf16) or 'no bf16 instructions'})"
-
-
 def write_out(args, rows, load_before):
     "The rows as OUT/train_speed.parquet with a manifest (command, settings, load, git revision)."
     import pandas as pd   # lazy: only --out needs tables
@@ -125,7 +115,7 @@ def write_out(args, rows, load_before):
     save_table(pd.DataFrame(rows), out/'train_speed.parquet')
     config = dict(nets=args.nets, updates=UPDATES, repeats=REPEATS, warmup=WARMUP, gemm=GEMM, threads=1)
     write_manifest(out, command='python ' + ' '.join(sys.argv), config=config, cpus=os.cpu_count(),
-                   cpu=cpu_model(),
+                   cpu=cpu_model(bf16=True),
                    load_average=[load_before, os.getloadavg()[0]])
     print(f'wrote {out}/train_speed.parquet')
 

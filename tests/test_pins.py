@@ -11,7 +11,7 @@ import pytest
 import torch
 from atoms.analysis import analysed_relevance_seed, split_method
 from atoms.attention import Metric
-from atoms.core import artifacts_dir, load_table, load_weights, read_manifest
+from atoms.core import artifacts_dir, cpu_model, load_table, load_weights, read_manifest
 from atoms.evalset import load_eval_set
 from atoms.policies import load_checkpoint
 from atoms.relevance import checkpoint_atoms
@@ -61,13 +61,6 @@ def test_committed_atoms_unchanged(name):
 TINY = dict(total_steps=2000, num_envs=4, n_steps=5, checkpoints=4, eval_points=4, eval_envs=4,
             progress=False, threads=1)
 DQN = dict(learning_starts=100, buffer_mb=4, n_steps=1, batch_size=8, total_steps=400)
-def cpu_model() -> str:
-    "The CPU's model name (Linux; '' elsewhere)."
-    info = Path('/proc/cpuinfo')
-    lines = info.read_text().splitlines() if info.exists() else []
-    return next((ln.split(':', 1)[1].strip() for ln in lines if ln.startswith('model name')), '')
-
-
 # Same-seed weights are bit-identical on one machine, but the kernels torch picks (and so the bits)
 # depend on the CPU: pins per (torch CPU capability, model name prefix), the most specific match
 # first. The first pins were recorded on an AVX512 CPU whose model was not recorded (not this AMD
