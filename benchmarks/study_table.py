@@ -56,9 +56,13 @@ def main():
     pd.set_option('display.width', 200)
     print(table.drop(columns='run').to_string(
         index=False, float_format=lambda x: f'{x:,.0f}' if abs(x) >= 1000 else f'{x:.4g}'))
-    summary = table.groupby(['game', 'algo', 'net'])['steps_to_skill'].agg(
-        ['count', 'median', 'min', 'max'])
-    print('\nenv steps to skill over seeds (NaN: not reached):')
+    groups = table.groupby(['game', 'algo', 'net'])
+    summary = groups['steps_to_skill'].agg(['count', 'median', 'min', 'max'])
+    # does the budget fit what learning needs? the slowest seed's steps to skill as a share of it
+    summary['total_steps'] = groups['total_steps'].max()
+    summary['max / total'] = (summary['max'] / summary['total_steps']).map(lambda x: f'{x:.2f}')
+    print('\nenv steps to skill over seeds (NaN: not reached; max / total: the slowest seed against '
+          'the training budget):')
     print(summary.to_string(float_format=lambda x: f'{x:,.0f}'))
     print(f'\ntraining CPU-hours (one thread per run), summed: {table.train_minutes.sum() / 60:.2f}')
     if args.out:
