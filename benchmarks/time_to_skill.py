@@ -101,7 +101,7 @@ def main():
     ap.add_argument('--runs', nargs='+', help='report time to skill from these finished run folders instead of training')
     ap.add_argument('--out', default=None, help='with --runs: also write the table to OUT/time_to_skill.parquet with a manifest; '
                     'with --skip_training: the random-policy and loop-throughput tables')
-    ap.add_argument('--runs_root', default=None, help='train into ROOT/{game}__{algo}__{net}__{seed} (default: runs/{game}__{algo}__{seed}; a finished run is just read)')
+    ap.add_argument('--runs_root', default='runs', help='train into ROOT/{game}__{algo}__{net}__{seed} (a finished run is just read)')
     ap.add_argument('--compare_rules', nargs='*', metavar='RUN',
                     help='only print old- vs new-rule steps to skill of these runs (default: artifacts/runs/*)')
     a = ap.parse_args()
@@ -173,7 +173,7 @@ def main():
     for g, algo in jobs:
         cfg = TrainConfig(game=g, algo=algo, net=a.net, seed=a.seed, stop_at_skill=a.target, time_limit_s=a.budget_min * 60,
                           progress=False, threads=a.threads,
-                          run_dir=f'{a.runs_root}/{g}__{algo}__{a.net}__{a.seed}' if a.runs_root else None)
+                          run_dir=f'{a.runs_root}/{g}__{algo}__{a.net}__{a.seed}')
         t0 = time.perf_counter(); run = train(cfg); wall = time.perf_counter() - t0
         log = load_table(run/'log.parquet')
         k = time_to_skill(log, a.target)
