@@ -165,7 +165,7 @@ def test_save_weights_bytes_are_the_same_in_any_process(tmp_path):
 def test_load_weights_reads_the_committed_per_key_metadata():
     ckpt = sorted((artifacts_dir()/'runs'/'pong__a2c__1'/'checkpoints').glob('*.safetensors'))[0]
     tensors, meta = load_weights(ckpt)
-    assert meta['config']['game'] == 'pong' and meta['step'] == 0 and meta['net']['frames'] == 4
+    assert meta['config']['game'] == 'pong' and meta['step'] == 1_500_000 and meta['net']['frames'] == 4
 
 
 WRITE_THREE = """
