@@ -17,8 +17,8 @@ from .phases import (SCORE, Criterion, RunSet, claim_row, find_runs, load_runs,
 # %% auto #0
 __all__ = ['ALGOS', 'ALGOS_FINAL', 'ALGOS_MATCHED', 'comparison_net', 'algorithm_runs', 'matched_level', 'first_at',
            'profile_rows', 'object_columns', 'algorithms_criterion', 'algo_sizes', 'tested_algos', 'algorithms_test',
-           'algorithm_claims', 'skill_table', 'skill_summary', 'phase_table', 'skill_bands_chart',
-           'attention_bands_chart', 'profiles_chart']
+           'pairwise_algorithms', 'algorithm_claims', 'skill_table', 'skill_summary', 'phase_table',
+           'skill_bands_chart', 'attention_bands_chart', 'profiles_chart']
 
 # %% ../nbs/19_algorithms.ipynb #c005
 ALGOS = ('a2c', 'ppo', 'dqn')   # the algorithms compared, in the order they are shown
@@ -151,7 +151,31 @@ def algorithms_test(profiles: pd.DataFrame,   # `profile_rows`
     return out | dict(p=p, passed=p < alpha, verdict=verdict(p < alpha, min(sizes),
                                                              criterion.min_seeds))
 
-# %% ../nbs/19_algorithms.ipynb #c024
+# %% ../nbs/19_algorithms.ipynb #c022
+def pairwise_algorithms(profiles: pd.DataFrame,   # `profile_rows`
+                        criterion: Criterion = ALGOS_FINAL,
+                        n_resamples: int = 9999, seed: int = 0, alpha: float = 0.05,
+                       ) -> pd.DataFrame:
+    "`algorithms_test` on each pair of the tested algorithms, with Holm-adjusted p-values."
+    from statsmodels.stats.multitest import multipletests  # lazy: 1 s to import
+    tested = tested_algos(algo_sizes(profiles), criterion.min_seeds)
+    rows = []
+    for i, a in enumerate(tested):
+        for b in tested[i + 1:]:
+            res = algorithms_test(profiles[profiles.algo.isin([a, b])], criterion, n_resamples,
+                                  seed, alpha)
+            rows.append(dict(pair=f'{a.upper()} vs {b.upper()}', runs=f"{res['sizes'].get(a, 0)} + "
+                             f"{res['sizes'].get(b, 0)}", between=res['between'],
+                             within=res['within'], p=res['p']))
+    table = pd.DataFrame(rows, columns=['pair', 'runs', 'between', 'within', 'p'])
+    tried = table.p.notna()
+    table['p_holm'] = np.nan
+    if tried.any():
+        table.loc[tried, 'p_holm'] = multipletests(table.p[tried], alpha=alpha, method='holm')[1]
+    table['differ'] = table.p_holm < alpha
+    return table
+
+# %% ../nbs/19_algorithms.ipynb #c028
 def algorithm_claims(runsets: dict, chapter: str = 'paper/07_algorithms') -> tuple:
     "The two claims (final checkpoint, matched skill): a claims table, and each test's details."
     tested = tested_algos({a: len(rs.runs) for a, rs in runsets.items()}, ALGOS_FINAL.min_seeds)
@@ -171,9 +195,10 @@ def algorithm_claims(runsets: dict, chapter: str = 'paper/07_algorithms') -> tup
         measured = f"TV between algorithms {tv['between']}, within {tv['within']}{at}{p}{left}"
         res['per_game'] = ', '.join(f'{a}: {n}' for a, n in res['sizes'].items())
         rows[key], details[f'{key}_test'] = claim_row(crit, res, measured, chapter), res
+        details[f'{key}_pairs'] = pairwise_algorithms(prof[prof.algo.isin(tested)], crit)
     return pd.DataFrame(rows).T, details
 
-# %% ../nbs/19_algorithms.ipynb #c026
+# %% ../nbs/19_algorithms.ipynb #c030
 def skill_table(runsets: dict) -> pd.DataFrame:
     "One row per run: algorithm, seed, and its `skill_row` (steps trained, time to skill, skill)."
     return pd.DataFrame([dict(algo=algo, seed=r.seed,
@@ -198,7 +223,7 @@ def phase_table(runsets: dict) -> pd.DataFrame:
                          p=test['p'], median_boundaries=float(np.median(counts))))
     return pd.DataFrame(rows).set_index('algo')
 
-# %% ../nbs/19_algorithms.ipynb #c029
+# %% ../nbs/19_algorithms.ipynb #c033
 def skill_bands_chart(runsets: dict, width: int = 480) -> alt.LayerChart:
     "Skill over training, mean over seeds with a 95 % t-interval, one colour per algorithm."
     parts = []
