@@ -30,18 +30,19 @@ from .relevance import (MODES, METHODS, RELEVANCE_SEEDS, Method, RelevanceSeed,
 
 # %% auto #0
 __all__ = ['DEFAULT_METHODS', 'ANALYSE_MINIMA', 'ATOM_COLUMNS', 'ANALYSE_WRITES', 'LEGACY_SETTINGS', 'CROSSEVAL_MINIMA',
-           'CROSSEVAL_WRITES', 'CROSSEVAL_KEYS', 'RUN_FILES', 'PACKAGED_FILES', 'PACKAGED_FOLDERS', 'AnalyseConfig',
-           'split_method', 'parse_methods', 'check_minima', 'check_relevance_seed', 'check_analyse_config',
-           'checkpoint_step', 'checkpoints_of', 'spread_indices', 'steps_to_analyse', 'eval_inputs', 'checkpoint_maps',
-           'analyse_checkpoint', 'load_atoms_table', 'load_maps', 'pending_checkpoints', 'save_progress',
-           'analyse_command', 'analyse_settings', 'recorded_settings', 'analysed_relevance_seed', 'check_same_settings',
-           'settings_to_record', 'check_listed_checkpoints', 'check_maps_present', 'start_analysis', 'analyse',
-           'CrossEvalConfig', 'check_games', 'check_crosseval_config', 'eval_set_folders', 'final_checkpoint',
-           'command_folder', 'crosseval_folder', 'wide_atoms', 'crosseval_settings', 'crosseval_command', 'FinalAgent',
-           'crosseval_inputs', 'load_crosseval_table', 'game_rows', 'crosseval', 'PackageConfig', 'package_indices',
-           'check_finished_commands', 'check_packable', 'package_dest', 'check_replaceable', 'save_half_maps',
-           'read_maps', 'copy_folder', 'copy_run', 'package_manifest', 'swap_in', 'clean_stale_packages',
-           'package_size', 'package_run']
+           'CROSSEVAL_WRITES', 'CROSSEVAL_KEYS', 'RUN_FILES', 'PACKAGED_FILES', 'PACKAGED_FOLDERS', 'MAPS_PACKING',
+           'SCALE_SUFFIX', 'AnalyseConfig', 'split_method', 'parse_methods', 'check_minima', 'check_relevance_seed',
+           'check_analyse_config', 'checkpoint_step', 'checkpoints_of', 'spread_indices', 'steps_to_analyse',
+           'eval_inputs', 'checkpoint_maps', 'analyse_checkpoint', 'load_atoms_table', 'load_maps',
+           'pending_checkpoints', 'save_progress', 'analyse_command', 'analyse_settings', 'recorded_settings',
+           'analysed_relevance_seed', 'check_same_settings', 'settings_to_record', 'check_listed_checkpoints',
+           'check_maps_present', 'start_analysis', 'analyse', 'CrossEvalConfig', 'check_games',
+           'check_crosseval_config', 'eval_set_folders', 'final_checkpoint', 'command_folder', 'crosseval_folder',
+           'wide_atoms', 'crosseval_settings', 'crosseval_command', 'FinalAgent', 'crosseval_inputs',
+           'load_crosseval_table', 'game_rows', 'crosseval', 'PackageConfig', 'package_indices',
+           'check_finished_commands', 'check_packable', 'package_dest', 'check_replaceable', 'pack_maps', 'unpack_maps',
+           'save_packed_maps', 'read_maps', 'copy_folder', 'copy_run', 'package_manifest', 'swap_in',
+           'clean_stale_packages', 'package_size', 'package_run']
 
 # %% ../nbs/08_analysis.ipynb #c007
 DEFAULT_METHODS = (Method.LRP_TWO_PASS, Method.LRP_ACTION)   # what `atoms analyse` computes
@@ -548,15 +549,35 @@ def check_replaceable(dest: Path, run: Path):
                             'choose a new or empty --out')
 
 # %% ../nbs/08_analysis.ipynb #c124
-def save_half_maps(src: Path, dest: Path):
-    "Write the relevance maps file `src` to `dest` in float16, with the same keys and metadata."
+MAPS_PACKING = 'int8 times a float32 scale per frame'   # `maps.safetensors` metadata 'packing'
+SCALE_SUFFIX = '#scale'                               # key of a packed map's scales: `{key}#scale`
+
+def pack_maps(maps: dict) -> dict:
+    "Float relevance maps (key -> frames × H × W) as int8 maps and their per-frame scales."
+    out = {}
+    for k, v in maps.items():
+        v = v.float()
+        scale = v.abs().amax(dim=(-2, -1)) / 127
+        q = torch.round(v / torch.where(scale > 0, scale, 1)[..., None, None])
+        out[k], out[k + SCALE_SUFFIX] = q.clamp(-127, 127).to(torch.int8), scale
+    return out
+
+def unpack_maps(packed: dict) -> dict:
+    "The float32 maps of `pack_maps`' output."
+    return {k: v.float() * packed[k + SCALE_SUFFIX][..., None, None]
+            for k, v in packed.items() if not k.endswith(SCALE_SUFFIX)}
+
+def save_packed_maps(src: Path, dest: Path):
+    "Write the relevance maps file `src` to `dest` packed in 8 bits (`pack_maps`), same keys."
     maps, meta = load_weights(src)
-    save_weights({k: v.to(torch.float16) for k, v in maps.items()}, dest, meta)
+    if meta.get('packing') == MAPS_PACKING: maps = unpack_maps(maps)    # a package's maps
+    save_weights(pack_maps(maps), dest, meta | {'packing': MAPS_PACKING})
 
 # %% ../nbs/08_analysis.ipynb #c126
 def read_maps(folder) -> tuple[dict[str, np.ndarray], dict]:
     "The kept relevance maps of a run or package (verified) as float32 arrays, and their metadata."
     maps, meta = load_artifact(folder, 'maps.safetensors')
+    if meta.get('packing') == MAPS_PACKING: maps = unpack_maps(maps)
     return {k: v.float().numpy() for k, v in maps.items()}, meta
 
 # %% ../nbs/08_analysis.ipynb #c128
@@ -573,7 +594,7 @@ def copy_run(run: Path, dest: Path, checkpoints: list[Path], listed: dict):
     for f in RUN_FILES:
         if (run/f).exists() and f in listed['files']: shutil.copy2(run/f, dest/f)
     if 'maps.safetensors' in listed['files']:
-        save_half_maps(run/'maps.safetensors', dest/'maps.safetensors')
+        save_packed_maps(run/'maps.safetensors', dest/'maps.safetensors')
     for sub in PACKAGED_FOLDERS:
         if (run/sub/'manifest.json').exists(): copy_folder(run/sub, dest/sub)
     for p in checkpoints:
@@ -629,7 +650,7 @@ def package_run(cfg: PackageConfig) -> Path:
     source = check_packable(run)
     check_replaceable(dest, run)
     clean_stale_packages(dest)
-    ck = checkpoints_of(run)
+    ck = checkpoints_of(run) if cfg.checkpoints else []      # no weights asked: none needed
     pick = package_indices(len(ck), cfg.checkpoints)
     dest.parent.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}.new.', suffix='.tmp'))

@@ -10,7 +10,8 @@ import tyro
 
 import atoms.analysis as analysis
 from atoms.analysis import (AnalyseConfig, PackageConfig, analyse, analyse_command,
-                            analysed_relevance_seed, package_run, read_maps)
+                            analysed_relevance_seed, package_run, read_maps,
+                            SCALE_SUFFIX)
 from atoms.core import (ArtifactError, artifacts_dir, load_table, load_weights, read_manifest,
                         save_manifest, verify_artifact)
 from helpers import copy_run, flip_byte, folder_hashes, tiny_run_and_eval_sets
@@ -279,7 +280,7 @@ def test_an_analysis_that_predates_the_relevance_seed_counts_as_output(run, es):
     assert 'relevance_seed' not in read_manifest(run)['commands']['analyse']['settings']
 
 
-# ---- light packages: the final checkpoint only, or none; maps in float16 --------------------------
+# ---- light packages: the final checkpoint only, or none; maps in 8 bits -----------------------------
 
 @pytest.mark.parametrize('checkpoints, kept', [(0, []), (1, ['step_000000480.safetensors']),
                                                (2, ['step_000000000.safetensors',
@@ -294,16 +295,23 @@ def test_package_keeps_the_asked_checkpoints_ending_with_the_final(analysed, tmp
     assert 'MB without weights' in capsys.readouterr().out
 
 
-def test_package_maps_are_float16_and_read_back_as_float32(analysed, tmp_path):
+def test_package_maps_are_8_bit_and_read_back_as_float32(analysed, tmp_path):
     out = package_run(PackageConfig(str(analysed), out=str(tmp_path/'pkg'), checkpoints=0))
-    assert {v.dtype for v in load_weights(out/'maps.safetensors')[0].values()} == {torch.float16}
+    stored = load_weights(out/'maps.safetensors')[0]
+    assert {v.dtype for k, v in stored.items() if not k.endswith(SCALE_SUFFIX)} == {torch.int8}
     assert {v.dtype for v in load_weights(analysed/'maps.safetensors')[0].values()} == {torch.float32}
     packed, meta = read_maps(out)
     full, _ = read_maps(analysed)
     assert sorted(packed) == sorted(full) and meta['game'] == 'pong'
     for k in full:
         assert packed[k].dtype == full[k].dtype == np.float32
-        np.testing.assert_allclose(packed[k], full[k], rtol=1e-3, atol=1e-7)
+        step = np.abs(full[k]).max(axis=(1, 2), keepdims=True) / 254     # half a step per frame
+        assert (np.abs(packed[k] - full[k]) <= step * (1 + 1e-5)).all(), k
+        assert (packed[k][full[k] == 0] == 0).all(), k
+    light = package_run(PackageConfig(str(analysed), out=str(tmp_path/'light'), checkpoints=1))
+    again = package_run(PackageConfig(str(light), out=str(tmp_path/'again'), checkpoints=1))
+    twice = read_maps(again)[0]                          # a package of a package: not packed twice
+    assert all(np.allclose(twice[k], packed[k], rtol=0, atol=1e-9) for k in packed)
 
 
 def test_package_refuses_a_negative_number_of_checkpoints(analysed, tmp_path):
