@@ -198,7 +198,10 @@ def load_atoms_table(path) -> pd.DataFrame:
 def load_maps(run: Path) -> dict:
     "The relevance maps kept so far in the run folder, as float32 (none yet: an empty dict)."
     path = Path(run)/'maps.safetensors'
-    return {k: v.float() for k, v in load_weights(path)[0].items()} if path.exists() else {}
+    if not path.exists(): return {}
+    maps, meta = load_weights(path)
+    if meta.get('packing'): maps = unpack_maps(maps)     # a package's 8-bit maps (see below)
+    return {k: v.float() for k, v in maps.items()}
 
 # %% ../nbs/08_analysis.ipynb #c043
 def pending_checkpoints(ckpts: list,   # (step, path) of every checkpoint
