@@ -10,15 +10,16 @@ import numpy as np, pandas as pd
 from .attention import OBJECT_COLOURS, colour_scale
 from .core import load_table
 from .policies import skill_row
-from .phases import (SCORE, Criterion, RunSet, claim_row, find_runs, load_runs,
-                          log_step_axis, phases_test, plot_seed_bands, relabelled_p, seed_bands,
+from .phases import (SCORE, Criterion, RunSet, between_minus_within, claim_row, find_runs,
+                          load_runs, log_step_axis, phases_test, plot_seed_bands, relabelled_p, seed_bands,
                           smallest_p, t_interval, tv_distances, verdict)
 
 # %% auto #0
-__all__ = ['ALGOS', 'ALGOS_FINAL', 'ALGOS_MATCHED', 'comparison_net', 'algorithm_runs', 'matched_level', 'first_at',
-           'profile_rows', 'object_columns', 'algorithms_criterion', 'algo_sizes', 'tested_algos', 'algorithms_test',
-           'pairwise_algorithms', 'algorithm_claims', 'skill_table', 'skill_summary', 'phase_table',
-           'skill_bands_chart', 'attention_bands_chart', 'profiles_chart']
+__all__ = ['ALGOS', 'ALGOS_FINAL', 'ALGOS_MATCHED', 'NETS', 'NETS_FINAL', 'NETS_MATCHED', 'comparison_net', 'algorithm_runs',
+           'matched_level', 'first_at', 'profile_rows', 'object_columns', 'algorithms_criterion', 'algo_sizes',
+           'tested_algos', 'algorithms_test', 'pairwise_algorithms', 'algorithm_claims', 'skill_table', 'skill_summary',
+           'phase_table', 'skill_bands_chart', 'attention_bands_chart', 'profiles_chart', 'network_runs',
+           'stratified_p', 'networks_criterion', 'networks_test', 'network_claims']
 
 # %% ../nbs/19_algorithms.ipynb #c005
 ALGOS = ('a2c', 'ppo', 'dqn')   # the algorithms compared, in the order they are shown
@@ -61,6 +62,7 @@ def first_at(traj: pd.DataFrame, level: float) -> int:
 # %% ../nbs/19_algorithms.ipynb #c012
 def profile_rows(runsets: dict,            # algorithm -> its `RunSet`
                  level: float | None = None,  # matched skill level (None: the final checkpoint)
+                 by: str = 'algo',            # the column that holds the keys of `runsets`
                 ) -> pd.DataFrame:
     "One row per run: algorithm, seed, the checkpoint used, and its attention per object."
     rows = []
@@ -69,7 +71,7 @@ def profile_rows(runsets: dict,            # algorithm -> its `RunSet`
             traj = rs.trajs[r.run]
             step = int(traj.index[-1]) if level is None else first_at(traj, level)
             row = traj.loc[step].drop([SCORE, 'background'], errors='ignore')
-            rows.append(dict(run=r.run, algo=algo, seed=r.seed, step=step,
+            rows.append(dict(run=r.run, **{by: algo}, seed=r.seed, step=step,
                              skill=float(traj.loc[step, SCORE]), **row.to_dict()))
     return pd.DataFrame(rows)
 
@@ -199,15 +201,15 @@ def algorithm_claims(runsets: dict, chapter: str = 'paper/07_algorithms') -> tup
     return pd.DataFrame(rows).T, details
 
 # %% ../nbs/19_algorithms.ipynb #c030
-def skill_table(runsets: dict) -> pd.DataFrame:
+def skill_table(runsets: dict, by: str = 'algo') -> pd.DataFrame:
     "One row per run: algorithm, seed, and its `skill_row` (steps trained, time to skill, skill)."
-    return pd.DataFrame([dict(algo=algo, seed=r.seed,
-                              **skill_row(load_table(Path(r.path)/'log.parquet')))
+    return pd.DataFrame([{by: algo, 'seed': r.seed,
+                          **skill_row(load_table(Path(r.path)/'log.parquet'))}
                          for algo, rs in runsets.items() for r in rs.runs.itertuples()])
 
-def skill_summary(table: pd.DataFrame) -> pd.DataFrame:
+def skill_summary(table: pd.DataFrame, by: str = 'algo') -> pd.DataFrame:
     "Per algorithm: seeds, seeds that reached skill, median and range of steps to skill."
-    g = table.groupby('algo', sort=False)
+    g = table.groupby(by, sort=False)
     return pd.DataFrame(dict(
         seeds=g.size(), reached=g.steps_to_skill.count(),
         median_steps=g.steps_to_skill.median(), min_steps=g.steps_to_skill.min(),
@@ -224,7 +226,7 @@ def phase_table(runsets: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index('algo')
 
 # %% ../nbs/19_algorithms.ipynb #c033
-def skill_bands_chart(runsets: dict, width: int = 480) -> alt.LayerChart:
+def skill_bands_chart(runsets: dict, width: int = 480, title: str = 'algorithm') -> alt.LayerChart:
     "Skill over training, mean over seeds with a 95 % t-interval, one colour per algorithm."
     parts = []
     for algo, rs in runsets.items():
@@ -234,7 +236,7 @@ def skill_bands_chart(runsets: dict, width: int = 480) -> alt.LayerChart:
     df = pd.concat(parts)
     df = df[df.step > 0]
     x, unit = log_step_axis(), alt.Scale(domain=[0, 1], clamp=True)
-    colour = alt.Color('algo:N', title='algorithm')
+    colour = alt.Color('algo:N', title=title)
     band = alt.Chart(df).mark_area(opacity=0.2).encode(
         x=x, y=alt.Y('lo:Q', title='skill (points won)', scale=unit), y2='hi:Q', color=colour)
     line = alt.Chart(df).mark_line().encode(
@@ -254,14 +256,16 @@ def attention_bands_chart(runsets: dict, width: int = 300) -> alt.HConcatChart:
                                       f'{algo} ({n} seed{"s" * (n > 1)})', width))
     return alt.hconcat(*panels).configure_legend(orient='bottom', columns=4, labelLimit=200)
 
-def profiles_chart(profiles: pd.DataFrame, title: str = '', width: int = 220) -> alt.Chart:
+def profiles_chart(profiles: pd.DataFrame, title: str = '', width: int = 220,
+                   by: str = 'algo',   # the column of `profiles` that names the panels
+                  ) -> alt.Chart:
     "Per algorithm: mean share per object over seeds (bar), its 95 % t-interval, and each seed."
-    objs = object_columns(profiles)
-    long = profiles.melt(id_vars=['run', 'algo', 'seed'], value_vars=objs, var_name='object',
+    objs = [o for o in object_columns(profiles) if profiles[o].notna().any()]
+    long = profiles.melt(id_vars=['run', by, 'seed'], value_vars=objs, var_name='object',
                          value_name='share').dropna(subset=['share'])
-    stats = long.groupby(['algo', 'object']).share.agg(
+    stats = long.groupby([by, 'object']).share.agg(
         lo=lambda v: t_interval(v)[0], hi=lambda v: t_interval(v)[1]).reset_index()
-    long = long.merge(stats, on=['algo', 'object'])
+    long = long.merge(stats, on=[by, 'object'])
     y = alt.Y('object:N', sort=objs, title=None)
     unit = alt.Scale(domain=[0, 1], clamp=True)
     colour = alt.Color('object:N', scale=alt.Scale(**colour_scale(objs)), legend=None)
@@ -272,5 +276,115 @@ def profiles_chart(profiles: pd.DataFrame, title: str = '', width: int = 220) ->
         x=alt.X('share:Q', scale=unit), y=y,
         tooltip=['run', 'object', alt.Tooltip('share:Q', format='.3f')])
     return alt.layer(bars, rules, dots, data=long).properties(width=width, height=80).facet(
-        column=alt.Column('algo:N', title=title or None, sort=list(dict.fromkeys(long.algo)))
+        column=alt.Column(f'{by}:N', title=title or None, sort=list(dict.fromkeys(long[by])))
     ).properties(padding={'left': 30, 'top': 5, 'right': 5, 'bottom': 5})   # long object names
+
+# %% ../nbs/19_algorithms.ipynb #c036
+NETS = ('nature', 'small')   # the networks compared, in the order they are shown
+
+def network_runs(folder,                  # a folder of run folders (or packages)
+                 algo: str = 'a2c',       # the algorithm of every compared agent
+                 nets: tuple = NETS,      # the networks compared
+                ) -> dict[str, dict[str, RunSet]]:
+    "game -> network -> `RunSet`: the analysed runs of each game on which every network has runs."
+    found = find_runs(folder, algo)
+    games = [g for g in sorted(set(found.game))
+             if all(((found.game == g) & (found.net == n)).any() for n in nets)]
+    if not games:
+        raise FileNotFoundError(f'{folder}: no game with analysed {algo} runs of every net in {nets}')
+    return {g: {n: load_runs(folder, algo, n, games=(g,)) for n in nets} for g in games}
+
+# %% ../nbs/19_algorithms.ipynb #c038
+def stratified_p(distances: list,     # one distance matrix per stratum (game)
+                 labels: list,        # one label array per stratum
+                 n_resamples: int = 9999, seed: int = 0) -> float:
+    "p of the mean `between_minus_within` over strata, relabelling runs within each stratum."
+    rng = np.random.default_rng(seed)
+    def statistic(ls): return float(np.mean([between_minus_within(d, l)
+                                             for d, l in zip(distances, ls)]))
+    observed = statistic(labels)
+    null = np.array([statistic([rng.permutation(l) for l in labels]) for _ in range(n_resamples)])
+    return float((1 + (null >= observed - 1e-12).sum()) / (1 + n_resamples))
+
+def networks_criterion(when: str, paper: str, test: str) -> Criterion:
+    "The criterion of 'agents with different networks attend differently `when`'."
+    return Criterion(
+        claim=f'agents with different networks attend differently {when}', paper=paper, test=test,
+        threshold=('p < 0.05, over the games on which every network has three seeds or more '
+                   '(a game with fewer is shown, not tested); undecided with no such game'),
+        holds=f'Agents with different networks attend differently {when}',
+        fails=('Agents with different networks are not shown to attend more differently than '
+               f'seeds of one network {when}'),
+        min_seeds=3, per='network and game')
+
+_NETS_TEST = ('stratified permutation test (runs relabelled to networks within each game, 9,999 '
+              'relabellings) of the mean over games of the total-variation distance between runs '
+              'of different networks minus that between seeds of one network; normalised '
+              'hierarchical attention per object (two-pass LRP) on the game\'s evaluation set, '
+              'background left out')
+NETS_FINAL = networks_criterion(
+    'at the end of training',
+    paper='the paper uses one network, the Nature network; it does not vary it',
+    test=_NETS_TEST + '; each run\'s final checkpoint')
+NETS_MATCHED = networks_criterion(
+    'at matched skill',
+    paper='not tested by the paper (it separates the network from how well the agent plays)',
+    test=_NETS_TEST + '; each run\'s first checkpoint at the game\'s matched skill level (the '
+    'highest multiple of 0.05, up to 0.9, that every run of the game reaches)')
+
+# %% ../nbs/19_algorithms.ipynb #c039
+def networks_test(profiles: pd.DataFrame,   # `profile_rows(by='net')` of every game, `game` column
+                  criterion: Criterion = NETS_FINAL,
+                  n_resamples: int = 9999, seed: int = 0, alpha: float = 0.05) -> dict:
+    "Stratified permutation test: do runs of different networks differ more than seeds of one?"
+    rows, distances, labels = [], [], []
+    for game, prof in profiles.groupby('game', sort=False):
+        sizes = prof.net.value_counts()
+        objs = [o for o in object_columns(prof) if prof[o].notna().any()]
+        dist, lab = tv_distances(prof[objs]), prof.net.to_numpy()
+        same = lab[:, None] == lab[None]
+        off = ~np.eye(len(lab), dtype=bool)
+        tested = len(sizes) >= 2 and sizes.min() >= criterion.min_seeds
+        rows.append(dict(game=game, runs=' + '.join(f'{sizes.get(n, 0)} {n}' for n in
+                                                    dict.fromkeys(prof.net)),
+                         between=float(dist[~same].mean()) if (~same).any() else np.nan,
+                         within=float(dist[same & off].mean()) if (same & off).any() else np.nan,
+                         n_seeds=int(sizes.min()) if len(sizes) >= 2 else 0, tested=tested))
+        if tested: distances.append(dist); labels.append(lab)
+    table = pd.DataFrame(rows)
+    table['contrast'] = table.between - table.within
+    done = table[table.tested]
+    out = dict(table=table, n_seeds=int((done if len(done) else table).n_seeds.min()), between=float(done.between.mean()) if len(done)
+               else np.nan, within=float(done.within.mean()) if len(done) else np.nan, p=np.nan,
+               passed=False, per_game=', '.join(f'{r.game}: {r.runs}' for r in table.itertuples()))
+    out['contrast'] = out['between'] - out['within']
+    if not len(done): return out | dict(verdict=verdict(False, out['n_seeds'], criterion.min_seeds))
+    p = stratified_p(distances, labels, n_resamples, seed)
+    return out | dict(p=p, passed=p < alpha, verdict=verdict(p < alpha, out['n_seeds'],
+                                                             criterion.min_seeds))
+
+# %% ../nbs/19_algorithms.ipynb #c042
+def network_claims(by_game: dict,             # `network_runs`
+                   chapter: str = 'paper/08_networks') -> tuple:
+    "The two claims (final checkpoint, matched skill per game): a claims table, and each test's details."
+    levels = {g: matched_level([t for rs in nets.values() for t in rs.trajs.values()])
+              for g, nets in by_game.items()}
+    final = pd.concat([profile_rows(nets, by='net').assign(game=g) for g, nets in by_game.items()],
+                      ignore_index=True)
+    matched = pd.concat([profile_rows(nets, levels[g], by='net').assign(game=g)
+                         for g, nets in by_game.items()], ignore_index=True)
+    rows, details = {}, dict(levels=levels, final=final, matched=matched)
+    for key, crit, prof in (('final', NETS_FINAL, final), ('matched', NETS_MATCHED, matched)):
+        res = networks_test(prof, crit)
+        table = res['table']
+        p = f", p = {res['p']:.2g}" if np.isfinite(res['p']) else ''
+        tv = lambda v: f'{v:.2f}' if np.isfinite(v) else 'n/a'
+        at = ('' if key == 'final' else ' at skill ' + ', '.join(
+            f'{levels[g]:.2f}' for g in table.game[table.tested]))
+        out = table.game[~table.tested].tolist()
+        left = (f"; {', '.join(out)} not tested (fewer than {crit.min_seeds} seeds of a network)"
+                if out else '')
+        measured = (f"TV between networks {tv(res['between'])}, within {tv(res['within'])} (mean "
+                    f"over the tested games{at}){p}{left}")
+        rows[key], details[f'{key}_test'] = claim_row(crit, res, measured, chapter), res
+    return pd.DataFrame(rows).T, details

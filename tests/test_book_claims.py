@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from atoms.algorithms import ALGOS_MATCHED
+from atoms.algorithms import ALGOS_MATCHED, NETS_FINAL
 from atoms.dbdt import BEYOND_BRIGHTNESS
 from atoms.phases import PHASES, claim_heading
 
@@ -57,9 +57,10 @@ def test_a_claims_table_without_headings_passes():
 
 def test_every_criterion_is_checked():
     """Every `Criterion` of the package: the paper's six claims, the DBDT's brightness control and
-    the two comparisons of algorithms."""
+    the two comparisons each of algorithms and of networks."""
     names = {c.claim for c in check_claims.criteria()}
-    assert len(names) == 9 and {PHASES.claim, BEYOND_BRIGHTNESS.claim, ALGOS_MATCHED.claim} <= names
+    assert len(names) == 11 and {PHASES.claim, BEYOND_BRIGHTNESS.claim, ALGOS_MATCHED.claim,
+                                 NETS_FINAL.claim} <= names
 
 
 @pytest.mark.skipif(not (ROOT/'book_output'/'index.html').exists(), reason='book not built')
