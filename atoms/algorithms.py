@@ -16,10 +16,11 @@ from .phases import (SCORE, Criterion, RunSet, between_minus_within, claim_row, 
 
 # %% auto #0
 __all__ = ['ALGOS', 'ALGOS_FINAL', 'ALGOS_MATCHED', 'NETS', 'NETS_FINAL', 'NETS_MATCHED', 'comparison_net', 'algorithm_runs',
-           'matched_level', 'first_at', 'profile_rows', 'object_columns', 'algorithms_criterion', 'algo_sizes',
-           'tested_algos', 'algorithms_test', 'pairwise_algorithms', 'algorithm_claims', 'skill_table', 'skill_summary',
-           'phase_table', 'skill_bands_chart', 'attention_bands_chart', 'profiles_chart', 'network_runs',
-           'stratified_p', 'networks_criterion', 'networks_test', 'network_claims']
+           'matched_level', 'first_at', 'profile_rows', 'object_columns', 'comparison_criterion',
+           'algorithms_criterion', 'algo_sizes', 'tested_algos', 'algorithms_test', 'pairwise_algorithms',
+           'algorithm_claims', 'skill_table', 'skill_summary', 'phase_table', 'skill_bands_chart',
+           'attention_bands_chart', 'profiles_chart', 'network_runs', 'stratified_p', 'networks_criterion',
+           'networks_test', 'network_claims']
 
 # %% ../nbs/19_algorithms.ipynb #c005
 ALGOS = ('a2c', 'ppo', 'dqn')   # the algorithms compared, in the order they are shown
@@ -80,15 +81,25 @@ def object_columns(profiles: pd.DataFrame) -> list:
     return [o for o in OBJECT_COLOURS if o in profiles.columns]
 
 # %% ../nbs/19_algorithms.ipynb #c014
+def comparison_criterion(kind: str,       # what differs between the agents: 'algorithm', 'network'
+                         when: str, paper: str, test: str,
+                         threshold: str, min_seeds: int, per: str, revised: str = '',
+                         prep: str = 'of',  # 'agents of different algorithms', 'agents with ...'
+                        ) -> Criterion:
+    "The criterion of 'agents `prep` different `kind`s attend differently `when`'."
+    return Criterion(
+        claim=f'agents {prep} different {kind}s attend differently {when}', paper=paper, test=test,
+        threshold=threshold, holds=f'Agents {prep} different {kind}s attend differently {when}',
+        fails=(f'Agents {prep} different {kind}s are not shown to attend more differently than '
+               f'seeds of one {kind} {when}'),
+        min_seeds=min_seeds, per=per, revised=revised)
+
 def algorithms_criterion(when: str, paper: str, test: str) -> Criterion:
     "The criterion of 'agents of different algorithms attend differently `when`'."
-    return Criterion(
-        claim=f'agents of different algorithms attend differently {when}', paper=paper, test=test,
+    return comparison_criterion(
+        'algorithm', when, paper, test,
         threshold=('p < 0.05 over the algorithms with five seeds or more (one with fewer is shown, '
                    'not tested); undecided below two such algorithms'),
-        holds=f'Agents of different algorithms attend differently {when}',
-        fails=('Agents of different algorithms are not shown to attend more differently than '
-               f'seeds of one algorithm {when}'),
         min_seeds=5, per='algorithm',
         revised=('yes: in its threshold only; it first required five seeds of every algorithm '
                  'found. With A2C at 5 seeds, DQN at 2 (undecided) and PPO still training, it '
@@ -308,13 +319,10 @@ def stratified_p(distances: list,     # one distance matrix per stratum (game)
 
 def networks_criterion(when: str, paper: str, test: str) -> Criterion:
     "The criterion of 'agents with different networks attend differently `when`'."
-    return Criterion(
-        claim=f'agents with different networks attend differently {when}', paper=paper, test=test,
+    return comparison_criterion(
+        'network', when, paper, test, prep='with',
         threshold=('p < 0.05, over the games on which every network has three seeds or more '
                    '(a game with fewer is shown, not tested); undecided with no such game'),
-        holds=f'Agents with different networks attend differently {when}',
-        fails=('Agents with different networks are not shown to attend more differently than '
-               f'seeds of one network {when}'),
         min_seeds=3, per='network and game')
 
 _NETS_TEST = ('stratified permutation test (runs relabelled to networks within each game, 9,999 '
