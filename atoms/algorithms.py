@@ -4,6 +4,7 @@
 
 # %% ../nbs/19_algorithms.ipynb #c002
 from __future__ import annotations
+from dataclasses import replace
 from pathlib import Path
 import altair as alt
 import numpy as np, pandas as pd
@@ -18,9 +19,9 @@ from .phases import (SCORE, Criterion, RunSet, between_minus_within, claim_row, 
 __all__ = ['ALGOS', 'ALGOS_FINAL', 'ALGOS_MATCHED', 'NETS', 'NETS_FINAL', 'NETS_MATCHED', 'comparison_net', 'algorithm_runs',
            'matched_level', 'first_at', 'profile_rows', 'object_columns', 'comparison_criterion',
            'algorithms_criterion', 'algo_sizes', 'tested_algos', 'algorithms_test', 'pairwise_algorithms',
-           'algorithm_claims', 'skill_table', 'skill_summary', 'phase_table', 'skill_bands_chart',
-           'attention_bands_chart', 'profiles_chart', 'network_runs', 'stratified_p', 'networks_criterion',
-           'networks_test', 'network_claims']
+           'algorithm_claims', 'learned_runs', 'learned_matched', 'skill_table', 'skill_summary', 'phase_table',
+           'skill_bands_chart', 'attention_bands_chart', 'profiles_chart', 'network_runs', 'stratified_p',
+           'networks_criterion', 'networks_test', 'network_claims']
 
 # %% ../nbs/19_algorithms.ipynb #c005
 ALGOS = ('a2c', 'ppo', 'dqn')   # the algorithms compared, in the order they are shown
@@ -211,7 +212,33 @@ def algorithm_claims(runsets: dict, chapter: str = 'paper/07_algorithms') -> tup
         details[f'{key}_pairs'] = pairwise_algorithms(prof[prof.algo.isin(tested)], crit)
     return pd.DataFrame(rows).T, details
 
-# %% ../nbs/19_algorithms.ipynb #c030
+# %% ../nbs/19_algorithms.ipynb #c031
+def learned_runs(runsets: dict,         # algorithm -> its `RunSet`
+                 min_best: float = 0.5,  # a run is kept when its best skill reaches this
+                ) -> tuple[dict, list]:
+    "The runs whose best skill reaches `min_best` (algorithm -> `RunSet`), and the runs left out."
+    kept, out = {}, []
+    for algo, rs in runsets.items():
+        keep = [r for r, t in rs.trajs.items() if t[SCORE].max() >= min_best - 1e-9]
+        out += [r for r in rs.trajs if r not in keep]
+        if not keep: continue
+        pick = lambda d: {r: d[r] for r in keep if r in d}
+        kept[algo] = replace(rs, runs=rs.runs[rs.runs.run.isin(keep)].reset_index(drop=True),
+                             games=pick(rs.games), trajs=pick(rs.trajs), tables=pick(rs.tables),
+                             phases=pick(rs.phases), crosseval=pick(rs.crosseval))
+    return kept, out
+
+def learned_matched(runsets: dict, min_best: float = 0.5, n_resamples: int = 9999,
+                    seed: int = 0) -> dict:
+    "Exploratory: the matched-skill test and its pairs over the runs that learned (`learned_runs`)."
+    kept, out = learned_runs(runsets, min_best)
+    level = matched_level([t for rs in kept.values() for t in rs.trajs.values()])
+    prof = profile_rows(kept, level)
+    return dict(level=level, left_out=out, min_best=min_best, profiles=prof,
+                test=algorithms_test(prof, ALGOS_MATCHED, n_resamples, seed),
+                pairs=pairwise_algorithms(prof, ALGOS_MATCHED, n_resamples, seed))
+
+# %% ../nbs/19_algorithms.ipynb #c033
 def skill_table(runsets: dict, by: str = 'algo') -> pd.DataFrame:
     "One row per run: algorithm, seed, and its `skill_row` (steps trained, time to skill, skill)."
     return pd.DataFrame([{by: algo, 'seed': r.seed,
@@ -236,7 +263,7 @@ def phase_table(runsets: dict) -> pd.DataFrame:
                          p=test['p'], median_boundaries=float(np.median(counts))))
     return pd.DataFrame(rows).set_index('algo')
 
-# %% ../nbs/19_algorithms.ipynb #c033
+# %% ../nbs/19_algorithms.ipynb #c036
 def skill_bands_chart(runsets: dict, width: int = 480, title: str = 'algorithm') -> alt.LayerChart:
     "Skill over training, mean over seeds with a 95 % t-interval, one colour per algorithm."
     parts = []
@@ -290,7 +317,7 @@ def profiles_chart(profiles: pd.DataFrame, title: str = '', width: int = 220,
         column=alt.Column(f'{by}:N', title=title or None, sort=list(dict.fromkeys(long[by])))
     ).properties(padding={'left': 30, 'top': 5, 'right': 5, 'bottom': 5})   # long object names
 
-# %% ../nbs/19_algorithms.ipynb #c036
+# %% ../nbs/19_algorithms.ipynb #c039
 NETS = ('nature', 'small')   # the networks compared, in the order they are shown
 
 def network_runs(folder,                  # a folder of run folders (or packages)
@@ -305,7 +332,7 @@ def network_runs(folder,                  # a folder of run folders (or packages
         raise FileNotFoundError(f'{folder}: no game with analysed {algo} runs of every net in {nets}')
     return {g: {n: load_runs(folder, algo, n, games=(g,)) for n in nets} for g in games}
 
-# %% ../nbs/19_algorithms.ipynb #c038
+# %% ../nbs/19_algorithms.ipynb #c041
 def stratified_p(distances: list,     # one distance matrix per stratum (game)
                  labels: list,        # one label array per stratum
                  n_resamples: int = 9999, seed: int = 0) -> float:
@@ -340,7 +367,7 @@ NETS_MATCHED = networks_criterion(
     test=_NETS_TEST + '; each run\'s first checkpoint at the game\'s matched skill level (the '
     'highest multiple of 0.05, up to 0.9, that every run of the game reaches)')
 
-# %% ../nbs/19_algorithms.ipynb #c039
+# %% ../nbs/19_algorithms.ipynb #c042
 def networks_test(profiles: pd.DataFrame,   # `profile_rows(by='net')` of every game, `game` column
                   criterion: Criterion = NETS_FINAL,
                   n_resamples: int = 9999, seed: int = 0, alpha: float = 0.05) -> dict:
@@ -371,7 +398,7 @@ def networks_test(profiles: pd.DataFrame,   # `profile_rows(by='net')` of every 
     return out | dict(p=p, passed=p < alpha, verdict=verdict(p < alpha, out['n_seeds'],
                                                              criterion.min_seeds))
 
-# %% ../nbs/19_algorithms.ipynb #c042
+# %% ../nbs/19_algorithms.ipynb #c045
 def network_claims(by_game: dict,             # `network_runs`
                    chapter: str = 'paper/08_networks') -> tuple:
     "The two claims (final checkpoint, matched skill per game): a claims table, and each test's details."
