@@ -264,13 +264,16 @@ def phase_table(runsets: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index('algo')
 
 # %% ../nbs/19_algorithms.ipynb #c036
-def skill_bands_chart(runsets: dict, width: int = 480, title: str = 'algorithm') -> alt.LayerChart:
+def skill_bands_chart(runsets: dict, width: int = 480, title: str = 'algorithm',
+                      seeds_in_legend: bool = True,   # False: one colour per key, however many seeds
+                     ) -> alt.LayerChart:
     "Skill over training, mean over seeds with a 95 % t-interval, one colour per algorithm."
     parts = []
     for algo, rs in runsets.items():
         bands = seed_bands([t[[SCORE]] for t in rs.trajs.values()])
         n = len(rs.trajs)
-        parts.append(bands.assign(algo=f'{algo} ({n} seed{"s" * (n > 1)})'))
+        parts.append(bands.assign(algo=f'{algo} ({n} seed{"s" * (n > 1)})' if seeds_in_legend
+                                  else algo))
     df = pd.concat(parts)
     df = df[df.step > 0]
     x, unit = log_step_axis(), alt.Scale(domain=[0, 1], clamp=True)
