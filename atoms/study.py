@@ -387,11 +387,9 @@ def disconnect(client: Client):
 def submit(client: Client, cfg: StudyConfig, key: RunKey, names: list[str]) -> dict:
     "Submit steps `names` of a run, each after the one before; returns {future: its base status}."
     futures, upstream = {}, None
-    order = [s.name for s in steps_of(key)]
     for name in names:
         upstream = client.submit(run_step, cfg, key, name, upstream, retries=cfg.retries,
-                                 pure=False, key=f'{name}-{key.name}-{uuid.uuid4().hex[:8]}',
-                                 priority=order.index(name))   # later steps first: runs finish
+                                 pure=False, key=f'{name}-{key.name}-{uuid.uuid4().hex[:8]}')
         futures[upstream] = dict(run=key.name, step=name, log=str(log_file(cfg, key, name)))
     return futures
 
