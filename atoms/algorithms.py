@@ -18,10 +18,10 @@ from .phases import (SCORE, Criterion, RunSet, between_minus_within, claim_row, 
 # %% auto #0
 __all__ = ['ALGOS', 'ALGOS_FINAL', 'ALGOS_MATCHED', 'NETS', 'NETS_FINAL', 'NETS_MATCHED', 'comparison_net', 'algorithm_runs',
            'matched_level', 'first_at', 'profile_rows', 'object_columns', 'comparison_criterion',
-           'algorithms_criterion', 'algo_sizes', 'tested_algos', 'algorithms_test', 'pairwise_algorithms',
-           'algorithm_claims', 'learned_runs', 'learned_matched', 'skill_table', 'skill_summary', 'phase_table',
-           'skill_bands_chart', 'attention_bands_chart', 'profiles_chart', 'network_runs', 'stratified_p',
-           'networks_criterion', 'networks_test', 'network_claims']
+           'algorithms_criterion', 'algo_sizes', 'tested_algos', 'mean_distances', 'algorithms_test',
+           'pairwise_algorithms', 'algorithm_claims', 'learned_runs', 'learned_matched', 'skill_table', 'skill_summary',
+           'phase_table', 'skill_bands_chart', 'attention_bands_chart', 'profiles_chart', 'network_runs',
+           'stratified_p', 'networks_criterion', 'networks_test', 'network_claims']
 
 # %% ../nbs/19_algorithms.ipynb #c005
 ALGOS = ('a2c', 'ppo', 'dqn')   # the algorithms compared, in the order they are shown
@@ -138,6 +138,13 @@ def tested_algos(sizes: dict,        # runs per algorithm
     return enough if len(enough) >= 2 else list(sizes)
 
 # %% ../nbs/19_algorithms.ipynb #c018
+def mean_distances(dist: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    "Mean distance between runs of different labels, and between different runs of one label (NaN: none)."
+    same = labels[:, None] == labels[None]
+    pairs = same & ~np.eye(len(labels), dtype=bool)
+    return (float(dist[~same].mean()) if (~same).any() else np.nan,
+            float(dist[pairs].mean()) if pairs.any() else np.nan)
+
 def algorithms_test(profiles: pd.DataFrame,   # `profile_rows`
                     criterion: Criterion = ALGOS_FINAL,
                     n_resamples: int = 9999, seed: int = 0, alpha: float = 0.05) -> dict:
@@ -149,10 +156,7 @@ def algorithms_test(profiles: pd.DataFrame,   # `profile_rows`
     labels = profiles.algo.to_numpy()
     sizes = [int((labels == a).sum()) for a in dict.fromkeys(labels)]
     dist = tv_distances(profiles[object_columns(profiles)])
-    same = labels[:, None] == labels[None]
-    off = ~np.eye(len(labels), dtype=bool)
-    between = float(dist[~same].mean()) if (~same).any() else np.nan
-    within = float(dist[same & off].mean()) if (same & off).any() else np.nan
+    between, within = mean_distances(dist, labels)
     out = dict(n_seeds=min(sizes, default=0), sizes=dict(zip(dict.fromkeys(labels), sizes)),
                between=between, within=within, contrast=between - within, p=np.nan,
                passed=False, left_out=left_out)
@@ -380,13 +384,11 @@ def networks_test(profiles: pd.DataFrame,   # `profile_rows(by='net')` of every 
         sizes = prof.net.value_counts()
         objs = [o for o in object_columns(prof) if prof[o].notna().any()]
         dist, lab = tv_distances(prof[objs]), prof.net.to_numpy()
-        same = lab[:, None] == lab[None]
-        off = ~np.eye(len(lab), dtype=bool)
+        between, within = mean_distances(dist, lab)
         tested = len(sizes) >= 2 and sizes.min() >= criterion.min_seeds
         rows.append(dict(game=game, runs=' + '.join(f'{sizes.get(n, 0)} {n}' for n in
                                                     dict.fromkeys(prof.net)),
-                         between=float(dist[~same].mean()) if (~same).any() else np.nan,
-                         within=float(dist[same & off].mean()) if (same & off).any() else np.nan,
+                         between=between, within=within,
                          n_seeds=int(sizes.min()) if len(sizes) >= 2 else 0, tested=tested))
         if tested: distances.append(dist); labels.append(lab)
     table = pd.DataFrame(rows)
