@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal, sys
 from typing import Annotated, Any, Union
 import pandas as pd, tyro
-from .core import ArtifactError
+from .core import ArtifactError, steady_malloc
 from .training import TrainConfig, defaults_table, train
 from .evalset import EvalSetConfig, save_eval_set
 from .analysis import (AnalyseConfig, CrossEvalConfig, PackageConfig, analyse, crosseval,
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None):
     cfg = tyro.cli(Union[choices], args=argv, prog='atoms')
     fn = next(f for cls, f in COMMANDS.values() if isinstance(cfg, cls))
     signal.signal(signal.SIGTERM, interrupt)
+    steady_malloc()   # keep freed buffers for the next update (see `atoms.core.steady_malloc`)
     try: out = fn(cfg)
     except (ValueError, FileNotFoundError, ArtifactError) as e:
         print('atoms: error: ' + ' '.join(str(e).split()), file=sys.stderr)

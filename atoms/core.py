@@ -5,16 +5,17 @@
 # %% ../nbs/00_core.ipynb #c002
 from __future__ import annotations
 import contextlib, dataclasses, datetime, fnmatch, hashlib, json, os, random, shlex, signal
-import subprocess, sys, tempfile
+import ctypes, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['WEIGHTS_META_KEY', 'MANIFEST_CHECKSUM', 'repo_root', 'artifacts_dir', 'runs_dir', 'seed_everything', 'patch_to',
-           'ArtifactError', 'atomic_path', 'clean_tmp', 'write_text', 'write_json', 'save_table', 'load_table',
-           'save_weights', 'load_weights', 'save_arrays', 'load_arrays', 'sha256', 'git_revision', 'cpu_model',
-           'manifest_checksum', 'save_manifest', 'write_manifest', 'read_manifest', 'verify_file', 'verify_artifact',
-           'load_artifact', 'begin_command', 'end_command', 'config_argv', 'command_line']
+__all__ = ['WEIGHTS_META_KEY', 'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'MANIFEST_CHECKSUM', 'repo_root', 'artifacts_dir',
+           'runs_dir', 'seed_everything', 'patch_to', 'ArtifactError', 'atomic_path', 'clean_tmp', 'write_text',
+           'write_json', 'save_table', 'load_table', 'save_weights', 'load_weights', 'save_arrays', 'load_arrays',
+           'sha256', 'git_revision', 'cpu_model', 'steady_malloc', 'manifest_checksum', 'save_manifest',
+           'write_manifest', 'read_manifest', 'verify_file', 'verify_artifact', 'load_artifact', 'begin_command',
+           'end_command', 'config_argv', 'command_line']
 
 # %% ../nbs/00_core.ipynb #c005
 def repo_root() -> Path:
@@ -212,7 +213,19 @@ def cpu_model(bf16: bool = False,  # also name the CPU's bfloat16 instructions, 
     found = [f for f in ('avx512_bf16', 'amx_bf16') if f in flags]
     return f"{name or 'unknown'} ({', '.join(found) or 'no bf16 instructions'})"
 
-# %% ../nbs/00_core.ipynb #c059
+# %% ../nbs/00_core.ipynb #c060
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameter numbers (malloc.h)
+
+def steady_malloc(trim_mb: int = 256,  # free memory at the heap's top kept for reuse
+                  mmap_mb: int = 32,   # blocks above this get their own mapping (the most glibc picks itself)
+                 ) -> bool:
+    "Let glibc keep freed memory for the next update; False where the C library is not glibc."
+    try: mallopt = ctypes.CDLL('libc.so.6').mallopt
+    except (OSError, AttributeError): return False
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_mb * 2**20)
+                and mallopt(M_TRIM_THRESHOLD, trim_mb * 2**20))
+
+# %% ../nbs/00_core.ipynb #c062
 def _history(manifest_path: Path, command: str) -> list:
     "The commands that wrote into a folder before `command`, from its old manifest (if any)."
     if not manifest_path.exists(): return []
@@ -221,12 +234,12 @@ def _history(manifest_path: Path, command: str) -> list:
     last = {k: old.get(k) for k in ('command', 'git_revision', 'created')}
     return [h for h in old.get('history', []) + [last] if h['command'] != command]
 
-# %% ../nbs/00_core.ipynb #c062
+# %% ../nbs/00_core.ipynb #c065
 def _jsonable(settings: dict) -> dict:
     "`settings` as they read back from JSON (tuples become lists), so that both compare equal."
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
-# %% ../nbs/00_core.ipynb #c064
+# %% ../nbs/00_core.ipynb #c067
 MANIFEST_CHECKSUM = 'manifest_sha256'   # the manifest field that holds the hash of its own text
 
 def manifest_checksum(manifest: dict) -> str:
@@ -235,14 +248,14 @@ def manifest_checksum(manifest: dict) -> str:
     text = json.dumps(body, sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
-# %% ../nbs/00_core.ipynb #c066
+# %% ../nbs/00_core.ipynb #c069
 def save_manifest(folder, manifest: dict) -> dict:
     "Atomically write `manifest` as `folder/manifest.json`, sealed; return it without the seal."
     body = {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
     write_json(Path(folder)/'manifest.json', {**body, MANIFEST_CHECKSUM: manifest_checksum(body)})
     return body
 
-# %% ../nbs/00_core.ipynb #c068
+# %% ../nbs/00_core.ipynb #c071
 def write_manifest(folder, command: str | None = None, config: dict | None = None,
                    seed: int | None = None, **extra) -> dict:
     "Write `folder/manifest.json`: how the artifact was made and the sha256 of every file in it."
@@ -256,7 +269,7 @@ def write_manifest(folder, command: str | None = None, config: dict | None = Non
              created=created, files=files, **extra)
     return save_manifest(folder, m)
 
-# %% ../nbs/00_core.ipynb #c070
+# %% ../nbs/00_core.ipynb #c073
 def _unsealed(path: Path, manifest) -> dict:
     "`manifest` (from `path`) without its seal; `ArtifactError` if the seal is absent or wrong."
     reseal = f'python tools/seal_manifests.py {shlex.quote(str(path.parent))}'
@@ -269,7 +282,7 @@ def _unsealed(path: Path, manifest) -> dict:
                             f'the edit was deliberate, seal it again with: {reseal}')
     return {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
 
-# %% ../nbs/00_core.ipynb #c072
+# %% ../nbs/00_core.ipynb #c075
 def read_manifest(folder) -> dict:
     "Read and unseal `folder/manifest.json`; `ArtifactError` if missing, unreadable or edited."
     folder = Path(folder)
@@ -281,7 +294,7 @@ def read_manifest(folder) -> dict:
         raise ArtifactError(f'{p}: manifest is not valid JSON ({e})') from None
     return _unsealed(p, manifest)
 
-# %% ../nbs/00_core.ipynb #c074
+# %% ../nbs/00_core.ipynb #c077
 def verify_file(folder, name: str, manifest: dict | None = None) -> Path:
     "Check one file of an artifact folder against its manifest and return its path."
     folder = Path(folder)
@@ -293,14 +306,14 @@ def verify_file(folder, name: str, manifest: dict | None = None) -> Path:
                             '(changed, truncated or corrupt)')
     return p
 
-# %% ../nbs/00_core.ipynb #c076
+# %% ../nbs/00_core.ipynb #c079
 def verify_artifact(folder) -> dict:
     "Check every file of an artifact folder against its manifest and return the manifest."
     m = read_manifest(folder)
     for name in m['files']: verify_file(folder, name, m)
     return m
 
-# %% ../nbs/00_core.ipynb #c078
+# %% ../nbs/00_core.ipynb #c081
 def load_artifact(folder, name: str):
     "Verify, then read one file of an artifact folder (parquet, npz, safetensors, json or bytes)."
     p = verify_file(folder, name)
@@ -308,13 +321,13 @@ def load_artifact(folder, name: str):
                '.json': lambda p: json.loads(p.read_text())}
     return readers[p.suffix](p) if p.suffix in readers else p.read_bytes()
 
-# %% ../nbs/00_core.ipynb #c081
+# %% ../nbs/00_core.ipynb #c084
 def _matching(folder: Path, patterns) -> list[str]:
     "Names (relative, POSIX) of the files under `folder` that match any glob in `patterns`."
     names = [p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_file()]
     return sorted(n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in patterns))
 
-# %% ../nbs/00_core.ipynb #c083
+# %% ../nbs/00_core.ipynb #c086
 def _check_settings(folder: Path, name: str, settings: dict, record: dict | None):
     "Refuse to resume `name` over results that it made with other settings."
     if record is None or record['settings'] == settings: return
@@ -326,7 +339,7 @@ def _check_settings(folder: Path, name: str, settings: dict, record: dict | None
     raise ArtifactError(f'{folder}: {name} results here were made with other settings ({changed});'
                         f' to start over, delete {", ".join(made)} in {folder}')
 
-# %% ../nbs/00_core.ipynb #c085
+# %% ../nbs/00_core.ipynb #c088
 def _check_listed(folder: Path, m: dict, writes: list, resuming: bool) -> dict:
     "Verify the files `m` lists; return it without the listed results of `writes` now missing."
     files = {}
@@ -337,7 +350,7 @@ def _check_listed(folder: Path, m: dict, writes: list, resuming: bool) -> dict:
         files[name] = digest
     return {**m, 'files': files}
 
-# %% ../nbs/00_core.ipynb #c086
+# %% ../nbs/00_core.ipynb #c089
 def _check_unlisted(folder: Path, m: dict, writes: list, resuming: bool):
     "Refuse a file matching `writes` that the manifest does not list, unless resuming."
     if resuming: return
@@ -346,12 +359,12 @@ def _check_unlisted(folder: Path, m: dict, writes: list, resuming: bool):
             raise ArtifactError(f'{folder/name}: not listed in {folder/"manifest.json"} (not '
                                 'written by a finished command here); delete it to start over')
 
-# %% ../nbs/00_core.ipynb #c087
+# %% ../nbs/00_core.ipynb #c090
 def _now() -> str:
     "The current UTC time, ISO 8601 to the second."
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
-# %% ../nbs/00_core.ipynb #c088
+# %% ../nbs/00_core.ipynb #c091
 def _start_manifest(folder: Path, create: bool) -> dict:
     "The folder's manifest, or (with `create`, in an empty or new folder) a fresh empty one."
     if (folder/'manifest.json').exists() or not create: return read_manifest(folder)
@@ -361,7 +374,7 @@ def _start_manifest(folder: Path, create: bool) -> dict:
     return dict(command=None, config={}, seed=None, history=[], git_revision=git_revision(),
                 created=_now(), files={})
 
-# %% ../nbs/00_core.ipynb #c089
+# %% ../nbs/00_core.ipynb #c092
 def begin_command(folder,                # the folder the command reads and writes
                   name: str,             # the command, e.g. 'analyse'
                   settings: dict,        # everything that changes what it writes
@@ -381,7 +394,7 @@ def begin_command(folder,                # the folder the command reads and writ
         settings=settings, writes=writes, in_progress=True, started=_now())}
     return save_manifest(folder, m)
 
-# %% ../nbs/00_core.ipynb #c090
+# %% ../nbs/00_core.ipynb #c093
 def end_command(folder,                    # the folder `begin_command` was called on
                 name: str,                 # the command, as given to `begin_command`
                 command: str,              # its re-runnable command line (see `command_line`)
@@ -405,7 +418,7 @@ def end_command(folder,                    # the folder `begin_command` was call
     m['commands'][name] = {**record, 'in_progress': False, 'finished': _now()}
     return save_manifest(folder, m)
 
-# %% ../nbs/00_core.ipynb #c094
+# %% ../nbs/00_core.ipynb #c097
 def _flag_words(name: str, value,
                 switch: bool = True,  # a plain `bool` field: tyro reads `--name` / `--no-name`
                ) -> list[str]:
@@ -414,7 +427,7 @@ def _flag_words(name: str, value,
     if isinstance(value, (list, tuple)): return [f'--{name}', *map(str, value)]
     return [f'--{name}', str(value)]
 
-# %% ../nbs/00_core.ipynb #c096
+# %% ../nbs/00_core.ipynb #c099
 def config_argv(cfg, skip=()) -> list[str]:
     "The argv words that tyro parses back into `cfg` (the fields in `skip` left out)."
     fields = [f for f in dataclasses.fields(cfg) if f.name not in skip]
@@ -426,7 +439,7 @@ def config_argv(cfg, skip=()) -> list[str]:
         words += _flag_words(f.name, getattr(cfg, f.name), switch)
     return words
 
-# %% ../nbs/00_core.ipynb #c097
+# %% ../nbs/00_core.ipynb #c100
 def command_line(prog: str, cfg, skip=()) -> str:
     "`prog` followed by the shell-quoted argv of `cfg`, e.g. 'atoms analyse runs/x --every 2'."
     return shlex.join([*shlex.split(prog), *config_argv(cfg, skip)])

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Literal, get_args, get_type_hints
 import pandas as pd, torch
 if TYPE_CHECKING: from distributed import Client  # for annotations; imported lazily in `connect`
 from tqdm.auto import tqdm
-from .core import ArtifactError, artifacts_dir, read_manifest, runs_dir, sha256
+from .core import ArtifactError, artifacts_dir, read_manifest, runs_dir, sha256, steady_malloc
 from .games import GAMES
 from .training import (ALGO_DEFAULTS, RESUME_IGNORED, TrainConfig, ended, resolve, train,
                             with_defaults)
@@ -328,6 +328,7 @@ def run_step(cfg: StudyConfig, key: RunKey, name: str, upstream: dict | None = N
     if upstream is not None and upstream['status'] in ('failed', 'blocked'):
         return {**status, 'status': 'blocked', 'error': f'{upstream["step"]} did not finish'}
     torch.set_num_threads(1)
+    steady_malloc()   # undo the trim threshold Dask's nanny gives workers (2× slower training)
     step, t0 = step_named(name), time.monotonic()
     step_cfg = step.make(cfg, key)
     with run_lock(study_folders(cfg)['logs']/f'{key.name}.lock'):

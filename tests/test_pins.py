@@ -4,7 +4,7 @@ The ATOM test recomputes, with today's library, the ATOMs of two committed check
 committed evaluation set and compares them with the committed `atoms.parquet` rows (written when the
 run was analysed). The weight pins hash a tiny training run of each algorithm; float results depend on
 the CPU's vector unit, so they are checked only on the kind of CPU they were recorded on."""
-import hashlib
+import hashlib, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -91,3 +91,16 @@ def test_same_seed_weights_pinned(tmp_path, algo):
         h.update(k.encode())
         h.update(weights[k].numpy().tobytes())
     assert h.hexdigest()[:16] == machine_pins()[algo]
+
+
+@pytest.mark.skipif(machine_pins() is None, reason='no weight pins recorded for this CPU')
+def test_steady_malloc_keeps_weights(tmp_path):
+    "The allocator thresholds the CLI and the study's tasks set (`steady_malloc`) change no bit of training."
+    code = ('import hashlib, sys; from pathlib import Path; from atoms.core import steady_malloc, load_weights; '
+            'from atoms.training import TrainConfig, train; '
+            f'assert steady_malloc(); cfg = TrainConfig(algo="a2c", run_dir={str(tmp_path)!r}, **{TINY!r}); '
+            'w = load_weights(sorted((Path(train(cfg))/"checkpoints").glob("*.safetensors"))[-1])[0]; '
+            'h = hashlib.sha256(); [(h.update(k.encode()), h.update(w[k].numpy().tobytes())) for k in sorted(w)]; '
+            'print(h.hexdigest()[:16])')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == machine_pins()['a2c']
