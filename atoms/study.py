@@ -29,8 +29,8 @@ __all__ = ['StepName', 'NETS', 'KEPT_SEED', 'PACKAGED_TABLES', 'STEPS', 'StudyCo
            'intervene_config', 'robustness_config', 'package_config', 'same_config', 'manifest_of', 'train_done',
            'analyse_done', 'command_finished', 'dbdt_done', 'final_step_done', 'crosseval_done', 'intervene_done',
            'robustness_done', 'package_done', 'Step', 'steps_of', 'step_named', 'capture', 'run_lock', 'run_step',
-           'pending', 'untrained', 'check_run_folder', 'connect', 'disconnect', 'submit', 'dask_failure', 'collect',
-           'report', 'study']
+           'pending', 'untrained', 'check_run_folder', 'connect', 'disconnect', 'submit', 'Dispatch', 'dask_failure',
+           'collect', 'report', 'study']
 
 # %% ../nbs/11_study.ipynb #c005
 StepName = Literal['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'robustness',
@@ -385,34 +385,64 @@ def disconnect(client: Client):
     if cluster is not None: cluster.close()
 
 # %% ../nbs/11_study.ipynb #c099
-def submit(client: Client, cfg: StudyConfig, key: RunKey, names: list[str]) -> dict:
-    "Submit steps `names` of a run, each after the one before; returns {future: its base status}."
-    futures, upstream = {}, None
-    for name in names:
-        upstream = client.submit(run_step, cfg, key, name, upstream, retries=cfg.retries,
-                                 pure=False, key=f'{name}-{key.name}-{uuid.uuid4().hex[:8]}')
-        futures[upstream] = dict(run=key.name, step=name, log=str(log_file(cfg, key, name)))
-    return futures
+def submit(client: Client, cfg: StudyConfig, key: RunKey, name: str,
+           upstream: dict | None = None) -> dict:
+    "Submit step `name` of a run, given the status of its step before; returns {future: base status}."
+    fut = client.submit(run_step, cfg, key, name, upstream, retries=cfg.retries, pure=False,
+                        key=f'{name}-{key.name}-{uuid.uuid4().hex[:8]}')
+    return {fut: dict(run=key.name, step=name, log=str(log_file(cfg, key, name)))}
 
-# %% ../nbs/11_study.ipynb #c102
+# %% ../nbs/11_study.ipynb #c100
+class Dispatch:
+    "What to submit when: a run's next step once its step before ends; new runs into idle threads."
+    def __init__(self, client: Client, cfg: StudyConfig, work: dict):
+        self.client, self.cfg = client, cfg
+        self.waiting = list(work.items())   # (run key, its steps to do), runs not started yet
+        self.rest, self.in_flight = {}, 0   # run name -> (key, steps after the one in flight)
+
+    def slots(self) -> int:
+        "Worker threads of the cluster now (at least 1)."
+        return max(1, sum(self.client.nthreads().values()))
+
+    def start(self, key: RunKey, names: list[str], upstream: dict | None = None) -> dict:
+        self.rest[key.name] = (key, names[1:])
+        self.in_flight += 1
+        return submit(self.client, self.cfg, key, names[0], upstream)
+
+    def fill(self) -> dict:
+        "Start waiting runs while the cluster has a thread without a task."
+        new = {}
+        while self.waiting and self.in_flight < self.slots(): new.update(self.start(*self.waiting.pop(0)))
+        return new
+
+    def follow(self, status: dict) -> dict:
+        "The tasks to submit now that the step of `status` has ended."
+        self.in_flight -= 1
+        key, names = self.rest.pop(status['run'])
+        return {**(self.start(key, names, status) if names else {}), **self.fill()}
+
+# %% ../nbs/11_study.ipynb #c103
 def dask_failure(base: dict, error) -> dict:
     "The status of a task Dask could not finish; `error` is (type, exception, traceback) or one."
     exc = error[1] if isinstance(error, tuple) else error
     return {**base, 'status': 'failed', 'seconds': 0.0,
             'error': f'{type(exc).__name__}: {exc}'.splitlines()[0][:300]}
 
-# %% ../nbs/11_study.ipynb #c105
-def collect(client: Client, futures: dict, bar) -> list[dict]:
-    "Wait on `client`'s loop for every future in `futures`, ticking `bar`; one status each."
+# %% ../nbs/11_study.ipynb #c106
+def collect(client: Client, futures: dict, bar, follow: Callable[[dict], dict] | None = None) -> list[dict]:
+    "Wait on `client`'s loop for every future in `futures`, and those `follow(status)` returns, ticking `bar`."
     from distributed import as_completed  # lazy: see `connect`
     out = []
-    for fut, result in as_completed(list(futures), loop=client.loop, with_results=True,
-                                    raise_errors=False):
+    waiting = as_completed(list(futures), loop=client.loop, with_results=True, raise_errors=False)
+    for fut, result in waiting:
         out.append(result if isinstance(result, dict) else dask_failure(futures[fut], result))
         bar.update()
+        for new, base in (follow(out[-1]) if follow else {}).items():
+            futures[new] = base
+            waiting.add(new)
     return out
 
-# %% ../nbs/11_study.ipynb #c108
+# %% ../nbs/11_study.ipynb #c109
 def report(table: pd.DataFrame) -> str:
     "A summary line of a study's statuses, then one line per step that did not finish."
     counts = table['status'].value_counts()
@@ -421,7 +451,7 @@ def report(table: pd.DataFrame) -> str:
         lines.append(f'{r.status}: {r.run} {r.step}: {r.error} (log: {r.log})')
     return '\n'.join(lines)
 
-# %% ../nbs/11_study.ipynb #c111
+# %% ../nbs/11_study.ipynb #c112
 def study(cfg: StudyConfig) -> pd.DataFrame:
     "Run every step of every run of the study on Dask, skipping finished ones; one row per step."
     keys = expand(validate(cfg))
@@ -436,11 +466,10 @@ def study(cfg: StudyConfig) -> pd.DataFrame:
     if work:   # a study with nothing left to run starts no cluster
         client = connect(cfg)
         try:
-            futures = {}
-            for key, todo in work.items(): futures.update(submit(client, cfg, key, todo))
+            dispatch = Dispatch(client, cfg, work)
             with tqdm(total=total, initial=len(rows), unit='step', desc='study', smoothing=0,
                       disable=not cfg.progress) as bar:
-                rows += collect(client, futures, bar)
+                rows += collect(client, dispatch.fill(), bar, dispatch.follow)
         finally: disconnect(client)
     order = [(k.name, s.name) for k in keys for s in steps_of(k) if s.name in cfg.steps]
     table = pd.DataFrame(sorted(rows, key=lambda r: order.index((r['run'], r['step']))))
