@@ -621,6 +621,7 @@ def package_manifest(cfg: PackageConfig,  # the packaging command
     write_manifest(dest, command=command_line('atoms package', cfg, skip=skip),
                    config=train_cfg, seed=train_cfg['seed'], source=str(run),
                    source_commands=commands, source_git_revision=revision,
+                   source_machine=source.get('source_machine') or source.get('machine'),
                    checkpoint_steps=steps, commands=source.get('commands', {}),
                    complete=source.get('complete'), final_step=source.get('final_step'))
 

@@ -15,7 +15,7 @@ import torch
 import tyro
 from torch import nn
 from tqdm.auto import tqdm
-from .core import (ArtifactError, begin_command, command_line, end_command, load_weights,
+from .core import (ArtifactError, begin_command, command_line, cpu_model, end_command, load_weights,
                         patch_to, read_manifest, runs_dir, save_table, save_weights,
                         verify_artifact, write_json)
 from .games import GAMES, PongVectorEnv
@@ -37,7 +37,7 @@ __all__ = ['PER_ALGO', 'PER_NET', 'PER_GAME', 'ATARI_GAMES', 'TRAIN_GAMES', 'GAM
            'dqn_act', 'dqn_play', 'td_loss', 'target_sync_due', 'dqn_step', 'log_row', 'evaluate_greedy', 'checkpoint',
            'with_defaults', 'config_differences', 'read_run_config', 'missing_checkpoints', 'train_writes',
            'train_settings', 'finished', 'ended', 'check_config_file', 'open_run', 'Clock', 'timed', 'precise_step',
-           'advance', 'train_command', 'finish', 'record_interruption', 'progress_bar', 'train']
+           'advance', 'train_command', 'machine', 'finish', 'record_interruption', 'progress_bar', 'train']
 
 # %% ../nbs/05_training.ipynb #c006
 PER_ALGO = tyro.conf.arg(
@@ -939,16 +939,23 @@ def train_command(cfg: TrainConfig) -> str:
     "The `atoms train` command line that makes the run of `cfg`, quoted for the shell."
     return command_line('atoms train', cfg)
 
-# %% ../nbs/05_training.ipynb #c212
+# %% ../nbs/05_training.ipynb #c213
+def machine() -> dict:
+    "The CPU (with its bfloat16 instructions) and the torch build that compute a run's bits."
+    return dict(cpu=cpu_model(bf16=True), torch=torch.__version__,
+                capability=torch.backends.cpu.get_cpu_capability())
+
+# %% ../nbs/05_training.ipynb #c214
 def finish(trainer: Trainer,
            stopped_by: str = 'total_steps',  # what ended the training: one of `STOP_RULES`
           ):
     "Record in the run's manifest the files written, the command, whether training completed and why."
     end_command(trainer.run, 'train', train_command(trainer.cfg), config=asdict(trainer.cfg),
                 seed=trainer.cfg.seed, final_step=trainer.global_step,
-                complete=bool(trainer.update >= trainer.total_updates), stopped_by=stopped_by)
+                complete=bool(trainer.update >= trainer.total_updates), stopped_by=stopped_by,
+                machine=machine())
 
-# %% ../nbs/05_training.ipynb #c214
+# %% ../nbs/05_training.ipynb #c216
 def record_interruption(trainer: Trainer):
     "After an interrupt: list the run's files in its manifest, at the step of its last resume state."
     cfg = trainer.cfg
@@ -956,7 +963,7 @@ def record_interruption(trainer: Trainer):
                 final_step=trainer.saved_update * cfg.num_envs * cfg.n_steps, complete=False,
                 stopped_by='interrupted')
 
-# %% ../nbs/05_training.ipynb #c217
+# %% ../nbs/05_training.ipynb #c219
 def progress_bar(trainer: Trainer):
     "A tqdm bar over the run's agent steps (disabled with `progress=False`)."
     cfg = trainer.cfg
@@ -964,7 +971,7 @@ def progress_bar(trainer: Trainer):
                 disable=not cfg.progress, mininterval=2,
                 desc=f'{cfg.game} {cfg.algo} seed {cfg.seed}')
 
-# %% ../nbs/05_training.ipynb #c219
+# %% ../nbs/05_training.ipynb #c221
 def train(cfg: TrainConfig) -> Path:
     "Train (or resume) the run of `cfg`; returns its folder."
     trainer = open_run(cfg)
