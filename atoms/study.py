@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_study.ipynb #c002
 from __future__ import annotations
-import contextlib, fcntl, json, os, sys, time, traceback, uuid
+import contextlib, fcntl, heapq, json, os, sys, time, traceback, uuid
 from dataclasses import asdict, dataclass
 from itertools import product
 from pathlib import Path
@@ -30,7 +30,7 @@ __all__ = ['StepName', 'NETS', 'KEPT_SEED', 'PACKAGED_TABLES', 'STEPS', 'StudyCo
            'analyse_done', 'command_finished', 'dbdt_done', 'final_step_done', 'crosseval_done', 'intervene_done',
            'robustness_done', 'package_done', 'Step', 'steps_of', 'step_named', 'capture', 'run_lock', 'run_step',
            'pending', 'untrained', 'check_run_folder', 'connect', 'disconnect', 'submit', 'Dispatch', 'dask_failure',
-           'collect', 'report', 'study']
+           'collect', 'packed_wall', 'report', 'study']
 
 # %% ../nbs/11_study.ipynb #c005
 StepName = Literal['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'robustness',
@@ -443,6 +443,14 @@ def collect(client: Client, futures: dict, bar, follow: Callable[[dict], dict] |
     return out
 
 # %% ../nbs/11_study.ipynb #c109
+def packed_wall(run_seconds: list[float],  # each run's time from training to package, in study order
+                workers: int) -> float:
+    "Wall seconds of runs handed, in order, to whichever of `workers` threads frees first (as `Dispatch` does)."
+    free = [0.0] * workers
+    for seconds in run_seconds: heapq.heappush(free, heapq.heappop(free) + seconds)
+    return max(free)
+
+# %% ../nbs/11_study.ipynb #c112
 def report(table: pd.DataFrame) -> str:
     "A summary line of a study's statuses, then one line per step that did not finish."
     counts = table['status'].value_counts()
@@ -451,7 +459,7 @@ def report(table: pd.DataFrame) -> str:
         lines.append(f'{r.status}: {r.run} {r.step}: {r.error} (log: {r.log})')
     return '\n'.join(lines)
 
-# %% ../nbs/11_study.ipynb #c112
+# %% ../nbs/11_study.ipynb #c115
 def study(cfg: StudyConfig) -> pd.DataFrame:
     "Run every step of every run of the study on Dask, skipping finished ones; one row per step."
     keys = expand(validate(cfg))

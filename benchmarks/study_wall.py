@@ -3,8 +3,11 @@
 The goal: the primary study (A2C on the Nature net, 3 games x 5 seeds, each run trained, analysed, tested
 by the DBDT, cross-evaluated and packaged) within 4 hours on 2 cores. A whole study is longer than a
 working session here, so this times a slice of it -- all games, some seeds -- and projects the whole: the
-seeds are independent and alike, so the wall time of S seeds scales as S / (seeds timed). It also prints
-the lower bound of perfect packing (task-seconds / workers) and the task-seconds per step kind.
+runs of one game take alike times whatever the seed (their steps are fixed), and `atoms study` hands each
+run, start to end, to the next free worker thread, so the whole study's wall time follows from the timed
+runs by packing 5 seeds' worth of them onto the workers in study order (checked on the slice itself; the
+measured difference, cluster start and all, is added). It also prints the lower bound of perfect packing
+(task-seconds / workers) and the task-seconds per step kind.
 
     .venv/bin/python benchmarks/study_wall.py --seeds 1 2 --runs-root /tmp/sw/runs \
         --out artifacts/benchmarks/study_wall
@@ -16,8 +19,8 @@ manifest (command, config, git revision, CPU, load) go to that folder; the perfo
 import argparse, os, sys, time
 from pathlib import Path
 import pandas as pd
-from atoms.core import cpu_model, save_table, write_manifest
-from atoms.study import StudyConfig, study
+from atoms.core import cpu_model, git_revision, save_table, write_manifest
+from atoms.study import StudyConfig, packed_wall, study
 
 GOAL_H, FULL_SEEDS = 4.0, 5
 
@@ -44,7 +47,7 @@ def main():
                       checkpoints=args.checkpoints, eval_points=args.eval_points,
                       workers=args.workers, runs_root=str(args.runs_root), packages=str(packages),
                       progress=True)
-    load_before, t0 = os.getloadavg(), time.monotonic()
+    revision, load_before, t0 = git_revision(), os.getloadavg(), time.monotonic()
     table = study(cfg)
     wall_s, load_after = time.monotonic() - t0, os.getloadavg()
     if table.attrs.get('failed'):
@@ -57,12 +60,18 @@ def main():
     primary = (set(args.games) == set(StudyConfig.games) and args.nets == ['nature'] and args.algos == ['a2c']
                and args.total_steps is None and args.checkpoints == StudyConfig.checkpoints
                and args.eval_points == StudyConfig.eval_points and args.workers == 2)
-    projected_h = wall_s / 3600 * FULL_SEEDS / n
+    per_run = table.groupby('run', sort=False).agg(game=('game', 'first'), seconds=('seconds', 'sum'))
+    model_s = packed_wall(list(per_run.seconds), args.workers)   # the model, on the slice itself
+    per_game = per_run.groupby('game', sort=False).seconds.mean()   # a game's seeds are alike
+    full = [per_game[g] for g in per_game.index for _ in range(FULL_SEEDS)]   # game-major, like `expand`
+    projected_h = (packed_wall(full, args.workers) + wall_s - model_s) / 3600
     print(f'\n{len(table.run.unique())} runs ({n} seed(s)) on {args.workers} workers, {cpu_model()}: '
           f'wall {wall_s / 3600:.2f} h, task time {task_h:.2f} h '
           f'(perfect packing: {task_h / args.workers:.2f} h; load average before/after '
           f'{load_before[1]:.2f}/{load_after[1]:.2f})')
-    print(f'projected {FULL_SEEDS} seeds: {projected_h:.2f} h wall (perfect packing '
+    print(f'the packing model gives {model_s / 3600:.2f} h for this slice (measured {wall_s / 3600:.2f} h); '
+          f'{FULL_SEEDS} seeds, each run as long as its game\'s timed run(s), plus the measured '
+          f'difference: {projected_h:.2f} h wall (perfect packing '
           f'{task_h * FULL_SEEDS / n / args.workers:.2f} h)' + (
           f'; goal <= {GOAL_H:g} h: {"met" if projected_h <= GOAL_H else "MISSED"}' if primary else
           ' (not the primary study: no goal)'))
@@ -74,6 +83,7 @@ def main():
                                                             'checkpoints', 'eval_points', 'steps', 'workers')},
                        cpu=cpu_model(bf16=True), cpus=os.cpu_count(), wall_s=round(wall_s, 1),
                        projected_seeds=FULL_SEEDS, projected_wall_h=round(projected_h, 3),
+                       model_wall_s=round(model_s, 1), started_git_revision=revision,
                        load_average=[load_before[1], load_after[1]])
         print(f'wrote {args.out}/study_wall.parquet')
 
