@@ -1,13 +1,13 @@
 """`atoms study` through a real Dask scheduler and two worker processes on 127.0.0.1."""
-import hashlib, os, shutil, signal, socket, subprocess, sys, threading, time
-from dataclasses import replace
+import hashlib, json, os, signal, socket, subprocess, sys, threading, time
+from dataclasses import asdict, replace
 from pathlib import Path
 import pandas as pd, pytest
 from distributed import Client
 from tqdm.auto import tqdm
 from atoms.analysis import checkpoints_of
 from atoms.core import read_manifest
-from atoms.study import StudyConfig, collect, connect, disconnect, study
+from atoms.study import StudyConfig, collect, connect, disconnect, expand, study, train_config
 
 BIN = Path(sys.executable).parent
 
@@ -178,10 +178,11 @@ def test_unreachable_scheduler_fails_fast(tiny, tmp_path):
 
 
 def test_foreign_run_folder_is_refused(tiny, tmp_path):
-    src = Path(tiny.runs_root)/'pong__a2c__small__1'
-    if not src.exists(): pytest.skip('needs the study of test_study_completes_then_skips')
-    shutil.copytree(src, tmp_path/'runs'/src.name)
-    cfg = replace(tiny, runs_root=str(tmp_path/'runs'), total_steps=3200)
+    made = replace(tiny, runs_root=str(tmp_path/'runs'))    # a run folder as the tiny study makes it
+    key = expand(made)[0]
+    (tmp_path/'runs'/key.name).mkdir(parents=True)
+    (tmp_path/'runs'/key.name/'config.json').write_text(json.dumps(asdict(train_config(made, key))))
+    cfg = replace(made, total_steps=3200)
     before = snapshot(tmp_path)
     message = r'StudyConfig.runs_root: .* another config \(total_steps: 1600 there, 3200 here\)'
     with pytest.raises(ValueError, match=message): study(cfg)
