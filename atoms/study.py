@@ -30,7 +30,7 @@ __all__ = ['StepName', 'NETS', 'KEPT_SEED', 'PACKAGED_TABLES', 'STEPS', 'StudyCo
            'analyse_done', 'command_finished', 'dbdt_done', 'final_step_done', 'crosseval_done', 'intervene_done',
            'robustness_done', 'package_done', 'Step', 'steps_of', 'step_named', 'capture', 'run_lock', 'run_step',
            'pending', 'untrained', 'check_run_folder', 'connect', 'disconnect', 'submit', 'Dispatch', 'dask_failure',
-           'collect', 'packed_wall', 'report', 'study']
+           'collect', 'packed_wall', 'projected_wall', 'report', 'study']
 
 # %% ../nbs/11_study.ipynb #c005
 StepName = Literal['train', 'analyse', 'dbdt', 'crosseval', 'intervene', 'robustness',
@@ -451,6 +451,17 @@ def packed_wall(run_seconds: list[float],  # each run's time from training to pa
     return max(free)
 
 # %% ../nbs/11_study.ipynb #c112
+def projected_wall(steps: pd.DataFrame,  # the slice's steps: columns run, game, seconds
+                   wall_s: float,        # the slice's measured wall time
+                   workers: int, seeds: int) -> tuple[float, float]:
+    "(the packing of the slice itself, the projected wall seconds of `seeds` seeds per game)."
+    runs = steps.groupby('run', sort=False).agg(game=('game', 'first'), seconds=('seconds', 'sum'))
+    per_game = runs.groupby('game', sort=False).seconds.mean()
+    model = packed_wall(list(runs.seconds), workers)
+    full = packed_wall([per_game[g] for g in per_game.index for _ in range(seeds)], workers)
+    return model, full + wall_s - model
+
+# %% ../nbs/11_study.ipynb #c115
 def report(table: pd.DataFrame) -> str:
     "A summary line of a study's statuses, then one line per step that did not finish."
     counts = table['status'].value_counts()
@@ -459,7 +470,7 @@ def report(table: pd.DataFrame) -> str:
         lines.append(f'{r.status}: {r.run} {r.step}: {r.error} (log: {r.log})')
     return '\n'.join(lines)
 
-# %% ../nbs/11_study.ipynb #c115
+# %% ../nbs/11_study.ipynb #c118
 def study(cfg: StudyConfig) -> pd.DataFrame:
     "Run every step of every run of the study on Dask, skipping finished ones; one row per step."
     keys = expand(validate(cfg))

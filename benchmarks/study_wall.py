@@ -20,7 +20,7 @@ import argparse, os, sys, time
 from pathlib import Path
 import pandas as pd
 from atoms.core import cpu_model, git_revision, save_table, write_manifest
-from atoms.study import StudyConfig, packed_wall, study
+from atoms.study import StudyConfig, projected_wall, study
 
 GOAL_H, FULL_SEEDS = 4.0, 5
 
@@ -60,11 +60,8 @@ def main():
     primary = (set(args.games) == set(StudyConfig.games) and args.nets == ['nature'] and args.algos == ['a2c']
                and args.total_steps is None and args.checkpoints == StudyConfig.checkpoints
                and args.eval_points == StudyConfig.eval_points and args.workers == 2)
-    per_run = table.groupby('run', sort=False).agg(game=('game', 'first'), seconds=('seconds', 'sum'))
-    model_s = packed_wall(list(per_run.seconds), args.workers)   # the model, on the slice itself
-    per_game = per_run.groupby('game', sort=False).seconds.mean()   # a game's seeds are alike
-    full = [per_game[g] for g in per_game.index for _ in range(FULL_SEEDS)]   # game-major, like `expand`
-    projected_h = (packed_wall(full, args.workers) + wall_s - model_s) / 3600
+    model_s, projected_s = projected_wall(table, wall_s, args.workers, FULL_SEEDS)
+    projected_h = projected_s / 3600
     print(f'\n{len(table.run.unique())} runs ({n} seed(s)) on {args.workers} workers, {cpu_model()}: '
           f'wall {wall_s / 3600:.2f} h, task time {task_h:.2f} h '
           f'(perfect packing: {task_h / args.workers:.2f} h; load average before/after '
